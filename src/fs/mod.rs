@@ -1,0 +1,192 @@
+//! "Which blocks are in use": one module per filesystem family.
+//!
+//! [`probe`] looks at a source and returns a [`Scan`]: an ext2/3/4 filesystem read from its block
+//! bitmaps, or raw (every block; the save pipeline drops all-zero blocks).
+
+pub mod ext;
+pub mod raw;
+
+use serde::Serialize;
+
+use crate::source::ReadAt;
+use ext::{ExtError, ExtFs, ScanOptions};
+
+/// A run of blocks: `len` blocks from block `start`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Extent {
+    /// First block.
+    pub start: u64,
+    /// Number of blocks.
+    pub len: u64,
+}
+
+impl Extent {
+    /// One past the last block.
+    pub fn end(&self) -> u64 {
+        self.start + self.len
+    }
+}
+
+/// What kind of source this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsType {
+    /// ext2 (no journal).
+    Ext2,
+    /// ext3 (journal, no ext4 features).
+    Ext3,
+    /// ext4.
+    Ext4,
+    /// Not a filesystem rimage parses: imaged block by block, zero blocks skipped.
+    Raw,
+}
+
+impl FsType {
+    /// Lower-case name as `blkid` prints it ("raw" for anything else).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ext2 => "ext2",
+            Self::Ext3 => "ext3",
+            Self::Ext4 => "ext4",
+            Self::Raw => "raw",
+        }
+    }
+}
+
+/// Whether a filesystem can be copied as it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FsState {
+    /// Cleanly unmounted.
+    pub clean: bool,
+    /// Errors were recorded; e2fsck has not fixed them.
+    pub errors: bool,
+    /// The journal must be replayed (it is mounted, or it crashed).
+    pub needs_recovery: bool,
+    /// Orphan inodes are pending.
+    pub orphans: bool,
+}
+
+/// Identity and size of a source, as a save would record it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FsInfo {
+    /// Filesystem type.
+    pub fs_type: FsType,
+    /// Volume label (empty when none).
+    pub label: String,
+    /// Filesystem UUID (none for raw sources).
+    pub uuid: Option<Uuid>,
+    /// Block size in bytes.
+    pub block_size: u32,
+    /// Blocks in the filesystem (or device, for raw).
+    pub total_blocks: u64,
+    /// Blocks a save copies (for raw, the blocks before zero-skipping).
+    pub used_blocks: u64,
+    /// State flags (all clear for raw).
+    pub state: FsState,
+}
+
+/// A filesystem UUID, shown and serialised the usual 8-4-4-4-12 way.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Uuid(pub [u8; 16]);
+
+impl std::fmt::Display for Uuid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Uuid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::str::FromStr for Uuid {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let hex: String = s.chars().filter(|&c| c != '-').collect();
+        if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("not a UUID: {s:?}"));
+        }
+        let mut out = [0u8; 16];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+        }
+        Ok(Self(out))
+    }
+}
+
+impl Serialize for Uuid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// How a source will be read.
+#[derive(Debug)]
+pub enum Scan {
+    /// An ext2/3/4 filesystem: only the blocks its bitmaps mark.
+    Ext(Box<ExtFs>),
+    /// Anything else: every block.
+    Raw(raw::RawLayout),
+}
+
+/// Decides how to read `dev`: ext2/3/4 when there is an ext superblock, raw when there is none.
+///
+/// # Errors
+/// An ext superblock that is present but corrupt, unsupported or unreadable is an error, not a
+/// silent fall back to raw: the caller decides (the CLI offers `--raw`).
+pub fn probe(dev: &(impl ReadAt + ?Sized), opts: ScanOptions) -> Result<Scan, ExtError> {
+    match ExtFs::open(dev, opts) {
+        Ok(fs) => Ok(Scan::Ext(Box::new(fs))),
+        Err(ExtError::NotExt | ExtError::TooSmall { .. }) => {
+            Ok(Scan::Raw(raw::RawLayout::new(dev.size())))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+impl Scan {
+    /// Block size of the extents this scan yields.
+    pub fn block_size(&self) -> u32 {
+        match self {
+            Self::Ext(fs) => fs.block_size(),
+            Self::Raw(r) => r.block_size(),
+        }
+    }
+
+    /// The used extents, in ascending order.
+    pub fn extents<'a, R: ReadAt + ?Sized>(
+        &'a self,
+        dev: &'a R,
+    ) -> Box<dyn Iterator<Item = Result<Extent, ExtError>> + 'a> {
+        match self {
+            Self::Ext(fs) => Box::new(fs.used_extents(dev)),
+            Self::Raw(r) => Box::new(r.extents().map(Ok)),
+        }
+    }
+
+    /// Identity with an exact used count: scans every bitmap (ext) or counts blocks (raw).
+    ///
+    /// # Errors
+    /// Any scan error.
+    pub fn info(&self, dev: &(impl ReadAt + ?Sized)) -> Result<FsInfo, ExtError> {
+        match self {
+            Self::Ext(fs) => {
+                let mut used = 0;
+                for e in fs.used_extents(dev) {
+                    used += e?.len;
+                }
+                Ok(fs.info(used))
+            }
+            Self::Raw(r) => Ok(r.info()),
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Sources rimage cannot parse: every block is a candidate, and the save pipeline drops the
+//! all-zero ones (so restore recreates them as holes or zeros).
+
+use super::{Extent, FsInfo, FsState, FsType};
+
+/// Block size of raw images. Device sizes are multiples of 512, not always of 4096: the last
+/// block may be partial, and restore never writes past the recorded source size.
+pub const RAW_BLOCK_SIZE: u32 = 4096;
+
+/// A raw source of a given size.
+#[derive(Clone, Copy, Debug)]
+pub struct RawLayout {
+    size: u64,
+}
+
+impl RawLayout {
+    /// A raw layout over `size` bytes.
+    pub fn new(size: u64) -> Self {
+        Self { size }
+    }
+
+    /// Block size in bytes.
+    pub fn block_size(&self) -> u32 {
+        RAW_BLOCK_SIZE
+    }
+
+    /// Blocks, the last possibly partial.
+    pub fn blocks(&self) -> u64 {
+        self.size.div_ceil(u64::from(RAW_BLOCK_SIZE))
+    }
+
+    /// Every block, as one extent (none for an empty source).
+    pub fn extents(&self) -> impl Iterator<Item = Extent> + use<> {
+        let blocks = self.blocks();
+        (blocks > 0)
+            .then_some(Extent {
+                start: 0,
+                len: blocks,
+            })
+            .into_iter()
+    }
+
+    /// Identity of a raw source: no label or UUID, every block counted.
+    pub fn info(&self) -> FsInfo {
+        FsInfo {
+            fs_type: FsType::Raw,
+            label: String::new(),
+            uuid: None,
+            block_size: RAW_BLOCK_SIZE,
+            total_blocks: self.blocks(),
+            used_blocks: self.blocks(),
+            state: FsState {
+                clean: true,
+                ..FsState::default()
+            },
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Positional reads from the thing being imaged: a block device or a regular file.
+//!
+//! Everything above this module sees a [`ReadAt`]: a fixed size and `read_exact_at`. That keeps
+//! the filesystem scanners testable (and fuzzable) over plain byte slices.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+/// An I/O failure that names the file or device and, where there is one, the byte offset.
+#[derive(Debug, Error)]
+#[error("{}: {op}{}: {source}", path.display(), offset.map(|o| format!(" at byte offset {o}")).unwrap_or_default())]
+pub struct IoError {
+    /// The device or file.
+    pub path: PathBuf,
+    /// What was being done ("read", "open", "write", ...).
+    pub op: &'static str,
+    /// Byte offset of the failed operation, when it was positional.
+    pub offset: Option<u64>,
+    /// The operating system's error.
+    #[source]
+    pub source: io::Error,
+}
+
+impl IoError {
+    /// Wraps `source` with the path and operation that failed.
+    pub fn new(path: &Path, op: &'static str, offset: Option<u64>, source: io::Error) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            op,
+            offset,
+            source,
+        }
+    }
+}
+
+/// Something with a size that can be read at any offset.
+pub trait ReadAt {
+    /// Size in bytes.
+    fn size(&self) -> u64;
+
+    /// Fills `buf` from byte `offset`.
+    ///
+    /// # Errors
+    /// Any I/O error, or `UnexpectedEof` when `offset + buf.len()` is beyond [`ReadAt::size`].
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+}
+
+impl ReadAt for [u8] {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;
+        let end = start
+            .checked_add(buf.len())
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        let src = self.get(start..end).ok_or(io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+impl ReadAt for Vec<u8> {
+    fn size(&self) -> u64 {
+        self.as_slice().size()
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.as_slice().read_exact_at(buf, offset)
+    }
+}
+
+/// Whether a path is a block device or a regular file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    /// A block device (`/dev/sda2`, `/dev/loop0p1`).
+    Block,
+    /// A regular file holding a filesystem image.
+    File,
+}
+
+/// An opened source: a block device or regular file, read-only.
+#[derive(Debug)]
+pub struct Device {
+    file: File,
+    path: PathBuf,
+    size: u64,
+    kind: DeviceKind,
+}
+
+impl Device {
+    /// Opens `path` read-only and finds its size (`BLKGETSIZE64` for block devices).
+    ///
+    /// # Errors
+    /// When the path cannot be opened, is neither a block device nor a regular file, or its size
+    /// cannot be read.
+    pub fn open(path: &Path) -> Result<Self, IoError> {
+        let file = File::open(path).map_err(|e| IoError::new(path, "open", None, e))?;
+        Self::from_file(file, path)
+    }
+
+    /// Wraps an already opened file (read-only or read-write).
+    ///
+    /// # Errors
+    /// As [`Device::open`].
+    pub fn from_file(file: File, path: &Path) -> Result<Self, IoError> {
+        let meta = file
+            .metadata()
+            .map_err(|e| IoError::new(path, "stat", None, e))?;
+        let ft = meta.file_type();
+        let (kind, size) = if ft.is_block_device() {
+            let size = block_device_size(&file)
+                .map_err(|e| IoError::new(path, "BLKGETSIZE64", None, e))?;
+            (DeviceKind::Block, size)
+        } else if ft.is_file() {
+            (DeviceKind::File, meta.len())
+        } else {
+            return Err(IoError::new(
+                path,
+                "open",
+                None,
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "neither a block device nor a regular file",
+                ),
+            ));
+        };
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            size,
+            kind,
+        })
+    }
+
+    /// The path this device was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Block device or regular file.
+    pub fn kind(&self) -> DeviceKind {
+        self.kind
+    }
+
+    /// Size in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.size
+    }
+
+    /// The underlying file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset`, naming the device and offset on failure.
+    ///
+    /// # Errors
+    /// Any I/O error, including a short read at the end of the device.
+    pub fn read_at_checked(&self, buf: &mut [u8], offset: u64) -> Result<(), IoError> {
+        ReadAt::read_exact_at(self, buf, offset)
+            .map_err(|e| IoError::new(&self.path, "read", Some(offset), e))
+    }
+}
+
+impl ReadAt for Device {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+}
+
+/// `BLKGETSIZE64`: the size in bytes of a block device (linux/fs.h: `_IOR(0x12, 114, size_t)`).
+pub fn block_device_size(file: &File) -> io::Result<u64> {
+    use rustix::ioctl::{Getter, ioctl, opcode};
+    const BLKGETSIZE64: rustix::ioctl::Opcode = opcode::read::<u64>(0x12, 114);
+    // SAFETY: BLKGETSIZE64 writes exactly one u64 through the pointer the Getter provides.
+    let size = unsafe { ioctl(file, Getter::<BLKGETSIZE64, u64>::new()) }?;
+    Ok(size)
+}
