@@ -14,7 +14,7 @@ pub enum Error {
     #[error(transparent)]
     Io(#[from] IoError),
     /// An ext filesystem is present but cannot be scanned.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Ext {
         /// The device or file.
         path: PathBuf,

@@ -12,7 +12,7 @@ use thiserror::Error;
 
 /// An I/O failure that names the file or device and, where there is one, the byte offset.
 #[derive(Debug, Error)]
-#[error("{}: {op}{}: {source}", path.display(), offset.map(|o| format!(" at byte offset {o}")).unwrap_or_default())]
+#[error("{}: {op}{}", path.display(), offset.map(|o| format!(" at byte offset {o}")).unwrap_or_default())]
 pub struct IoError {
     /// The device or file.
     pub path: PathBuf,

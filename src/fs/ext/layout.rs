@@ -176,3 +176,19 @@ fn is_power_of(mut n: u32, base: u32) -> bool {
     }
     n == 1
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_power_of;
+
+    #[test]
+    fn sparse_super_groups() {
+        // Groups 0 and 1 always, then odd powers of 3, 5 and 7 (overview.rst, "sparse_super").
+        let backups: Vec<u32> = (2..400)
+            .filter(|&g| {
+                g % 2 == 1 && (is_power_of(g, 3) || is_power_of(g, 5) || is_power_of(g, 7))
+            })
+            .collect();
+        assert_eq!(backups, [3, 5, 7, 9, 25, 27, 49, 81, 125, 243, 343]);
+    }
+}

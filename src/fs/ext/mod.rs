@@ -102,7 +102,7 @@ pub enum ExtError {
         block: u64,
     },
     /// Reading the device failed.
-    #[error("read of {len} bytes at byte offset {offset} failed: {source}")]
+    #[error("read of {len} bytes at byte offset {offset} failed")]
     Io {
         /// Byte offset.
         offset: u64,
@@ -175,6 +175,13 @@ impl ExtFs {
             });
         }
 
+        if sb.has_incompat(superblock::incompat::META_BG)
+            && u64::from(sb.first_meta_bg) > layout.desc_blocks
+        {
+            return Err(ExtError::BadSuperblock(
+                "first meta block group is beyond the descriptor table",
+            ));
+        }
         let groups = read_descriptors(dev, &sb, &layout, opts)?;
         let uninit_meta = uninit_metadata(&layout, &groups);
         Ok(Self {
@@ -202,11 +209,9 @@ impl ExtFs {
     }
 
     /// Used blocks according to the superblock's free count (which lags on a mounted
-    /// filesystem); on bigalloc, used clusters times the cluster ratio, clamped to the size.
+    /// filesystem). On bigalloc the count is whole clusters, so the last one may overshoot.
     pub fn superblock_used_blocks(&self) -> u64 {
-        let clusters = self.sb.blocks_count.div_ceil(self.layout.cluster_ratio());
-        let used = (clusters - self.sb.free_clusters) << self.layout.ratio_bits;
-        used.min(self.sb.blocks_count)
+        self.sb.blocks_count - self.sb.free_blocks
     }
 
     /// Identity and state, with `used_blocks` as given (from a scan, or the superblock).

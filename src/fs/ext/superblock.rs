@@ -139,8 +139,9 @@ pub struct Superblock {
     pub inodes_count: u32,
     /// `s_blocks_count` (with `_hi` when 64bit).
     pub blocks_count: u64,
-    /// `s_free_blocks_count` (with `_hi` when 64bit); in clusters on bigalloc filesystems.
-    pub free_clusters: u64,
+    /// `s_free_blocks_count` (with `_hi` when 64bit); in blocks even on bigalloc filesystems,
+    /// where it is free clusters times the cluster ratio.
+    pub free_blocks: u64,
     /// `s_first_data_block`: 1 on 1 KiB-block filesystems without bigalloc, else 0.
     pub first_data_block: u32,
     /// `log2(block size) - 10`.
@@ -291,7 +292,7 @@ impl Superblock {
             }
         };
         let blocks_count = hi(S_BLOCKS_COUNT_LO, S_BLOCKS_COUNT_HI);
-        let free_clusters = hi(S_FREE_BLOCKS_COUNT_LO, S_FREE_BLOCKS_COUNT_HI);
+        let free_blocks = hi(S_FREE_BLOCKS_COUNT_LO, S_FREE_BLOCKS_COUNT_HI);
 
         let blocks_per_group = u32_at(raw, S_BLOCKS_PER_GROUP);
         let clusters_per_group = u32_at(raw, S_CLUSTERS_PER_GROUP);
@@ -332,8 +333,7 @@ impl Superblock {
         if groups * u64::from(inodes_per_group) != u64::from(inodes_count) {
             return Err(bad("inode count is not groups times inodes per group"));
         }
-        let clusters = blocks_count.div_ceil(1 << ratio_bits);
-        if free_clusters > clusters {
+        if free_blocks > blocks_count {
             return Err(bad("more free blocks than blocks"));
         }
 
@@ -349,7 +349,7 @@ impl Superblock {
         Ok(Self {
             inodes_count,
             blocks_count,
-            free_clusters,
+            free_blocks,
             first_data_block,
             log_block_size,
             log_cluster_size,

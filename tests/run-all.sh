@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every test, first installing what the tests use when it is missing (Debian/Ubuntu):
+# e2fsprogs (mke2fs -d, e2fsck, dumpe2fs), util-linux (losetup, mount), partclone, zstd, fdisk
+# (sfdisk), dosfstools. Tests that need root or loop devices say so and skip that part.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/sbin/$1" ] || [ -x "/usr/sbin/$1" ]; }
+have mke2fs || need+=(e2fsprogs)
+have losetup || need+=(util-linux)
+have partclone.ext4 || need+=(partclone)
+have zstd || need+=(zstd)
+have sfdisk || need+=(fdisk)
+have mkfs.vfat || need+=(dosfstools)
+have blkid || need+=(util-linux)
+have partx || need+=(util-linux)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing: ${need[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "warning: missing ${need[*]}; install them (tests that need them will skip)" >&2
+  fi
+fi
+export PATH="$PATH:/sbin:/usr/sbin"
+exec cargo test --release "$@"
