@@ -1,43 +1,142 @@
-//! Command-line definitions (clap derive) and presentation: human text, `--json`.
+//! Command-line definitions (clap derive) and presentation: human text, `--json`, progress bars.
 
-use std::io::{self, Write};
-use std::path::PathBuf;
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Instant;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
-use indicatif::HumanBytes;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use rimage::fs::FsType;
+use rimage::{Destination, FreeSpace, ImageSource, Progress, RestoreOptions, SaveOptions};
 
 /// Exit status: success.
 pub const EXIT_OK: u8 = 0;
-/// Exit status: the operation failed (I/O error, refused, corrupt source...).
+/// Exit status: the operation failed (I/O error, refusal, corrupt source...).
 pub const EXIT_FAILURE: u8 = 1;
-/// Exit status: bad command line (clap uses 2 as well).
+/// Exit status: bad command line.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit status: the image failed verification (corrupt, truncated, digest mismatch).
+pub const EXIT_CORRUPT: u8 = 3;
 
 /// rimage saves a partition by copying only the blocks its filesystem uses, into a chunked,
 /// checksummed, zstd-compressed image, and restores it in parallel.
 #[derive(Debug, Parser)]
 #[command(name = "rimage", version, about, long_about = None, propagate_version = true)]
+#[command(
+    after_help = "Exit status: 0 success, 1 failure, 2 usage error, 3 image failed verification."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Debug, Args)]
+struct Output {
+    /// Print a JSON summary instead of text (to stderr when the image itself goes to stdout).
+    #[arg(long)]
+    json: bool,
+    /// No progress bar and no notes; errors are still printed.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Describe what a save would copy: filesystem type, label, UUID, block size, used blocks.
+    /// Save a partition or filesystem image file into a rimage image.
     ///
-    /// Reads every block bitmap of an ext2/3/4 filesystem to count exactly the blocks a save
-    /// copies. Anything that is not ext2/3/4 is reported as "raw": a save would copy every
-    /// non-zero block.
+    /// ext2/3/4 filesystems are read through their block bitmaps and only used blocks are
+    /// stored; anything else is imaged raw, every block except all-zero ones. The image is
+    /// written under a temporary name in the destination directory, fsynced and renamed, so a
+    /// failed or interrupted save never leaves a file under IMAGE.
+    Save {
+        /// Block device or filesystem image file to save, e.g. /dev/sda2.
+        source: PathBuf,
+        /// Image file to write, e.g. /cluster/images/root.rimg; "-" writes to stdout.
+        image: PathBuf,
+        /// zstd level: 1 is fastest, 3 the default, up to 22 for the smallest images.
+        #[arg(short, long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=22))]
+        level: i32,
+        /// Compression threads (default: one per CPU).
+        #[arg(short = 'j', long, default_value_t = 0)]
+        threads: usize,
+        /// Uncompressed size of each chunk (64K to 64M): larger compresses slightly better,
+        /// smaller gives finer random access.
+        #[arg(long, default_value = "4M", value_parser = parse_chunk_size)]
+        chunk_size: u32,
+        /// Save a filesystem that is not clean (mounted, errors, journal needing recovery) as it
+        /// is, and tolerate metadata checksum errors. The image may be inconsistent.
+        #[arg(long)]
+        force: bool,
+        /// Image every non-zero block even if the source is ext2/3/4.
+        #[arg(long)]
+        raw: bool,
+        /// Replace IMAGE if it exists.
+        #[arg(long)]
+        overwrite: bool,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Restore an image onto a block device or file.
+    ///
+    /// The image header is checked and the target's size compared before anything is written.
+    /// Each chunk is verified (CRC, extents, zstd checksum, index hash) before its blocks are
+    /// written; a chunk that fails is never written and the command exits non-zero. A block
+    /// device is opened exclusively: a mounted target is refused.
+    Restore {
+        /// Image file, or "-" to read the image from stdin.
+        image: PathBuf,
+        /// Block device or file to write, e.g. /dev/sda2. A missing file is created (sparse).
+        target: PathBuf,
+        /// Worker threads (default: one per CPU).
+        #[arg(short = 'j', long, default_value_t = 0)]
+        threads: usize,
+        /// Make the filesystem's free blocks read as zeros (no stale data left in free space).
+        #[arg(long, conflicts_with = "discard")]
+        zero_free: bool,
+        /// Discard (TRIM) the filesystem's free blocks; where the device cannot, zero them.
+        #[arg(long)]
+        discard: bool,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Check an image completely: header, every chunk (CRC, decompression, extents), index
+    /// and whole-image digest. Exit status 0 only when everything holds, 3 when it does not.
+    Verify {
+        /// Image file, or "-" to read it from stdin.
+        image: PathBuf,
+        /// Worker threads (default: one per CPU).
+        #[arg(short = 'j', long, default_value_t = 0)]
+        threads: usize,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Describe an image (header, chunks, sizes, ratio), or what a save of a device or
+    /// filesystem image file would copy (type, label, UUID, block size, used blocks).
+    ///
+    /// For a device, every block bitmap of an ext2/3/4 filesystem is read to count exactly the
+    /// blocks a save copies. Anything that is not ext2/3/4 is reported as "raw".
     Info {
-        /// Block device or filesystem image file, e.g. /dev/sda2.
+        /// Image file, block device, or filesystem image file.
         path: PathBuf,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_chunk_size(s: &str) -> Result<u32, String> {
+    let n = parse_size::Config::new()
+        .with_binary()
+        .parse_size(s)
+        .map_err(|e| e.to_string())?;
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (64 << 10..=64 << 20).contains(n))
+        .ok_or_else(|| format!("{s} is not between 64K and 64M"))
 }
 
 /// Runs the command line; `Ok` carries the exit code of a completed command.
@@ -51,11 +150,260 @@ pub fn try_main() -> Result<ExitCode> {
         }
     };
     match cli.command {
-        Command::Info { path, json } => info(&path, json),
+        Command::Save {
+            source,
+            image,
+            level,
+            threads,
+            chunk_size,
+            force,
+            raw,
+            overwrite,
+            out,
+        } => {
+            let dest = if image.as_os_str() == "-" {
+                Destination::Stdout
+            } else {
+                Destination::File(image)
+            };
+            let opts = SaveOptions {
+                level,
+                threads,
+                chunk_size,
+                force,
+                raw,
+                overwrite,
+            };
+            let bar = Bar::new(out.quiet);
+            let started = Instant::now();
+            let report = rimage::save(&source, &dest, &opts, &bar)?;
+            let secs = started.elapsed().as_secs_f64();
+            let to_stderr = matches!(dest, Destination::Stdout);
+            if out.json {
+                print_json(&report, to_stderr)?;
+            } else if !out.quiet {
+                let h = &report.header;
+                let what = match h.source_type.fs_type() {
+                    FsType::Raw => "raw".to_string(),
+                    t if h.label.is_empty() => t.name().to_string(),
+                    t => format!("{} \"{}\"", t.name(), h.label),
+                };
+                let line = format!(
+                    "saved {} ({what}, {} stored of {}) to {}: {} in {} chunks (ratio {:.2}), {:.1} s, {}/s",
+                    report.source.display(),
+                    HumanBytes(report.stored_bytes),
+                    HumanBytes(h.source_size),
+                    report.image,
+                    HumanBytes(report.image_bytes),
+                    report.chunks,
+                    report.stored_bytes as f64 / report.image_bytes.max(1) as f64,
+                    secs,
+                    HumanBytes((report.read_bytes as f64 / secs.max(1e-9)) as u64),
+                );
+                print_line(&line, to_stderr)?;
+            }
+            Ok(ExitCode::from(EXIT_OK))
+        }
+        Command::Restore {
+            image,
+            target,
+            threads,
+            zero_free,
+            discard,
+            out,
+        } => {
+            let source = image_source(image);
+            let free_space = if zero_free {
+                FreeSpace::Zero
+            } else if discard {
+                FreeSpace::Discard
+            } else {
+                FreeSpace::Leave
+            };
+            let bar = Bar::new(out.quiet);
+            let started = Instant::now();
+            let report = rimage::restore(
+                &source,
+                &target,
+                &RestoreOptions {
+                    threads,
+                    free_space,
+                },
+                &bar,
+            )?;
+            let secs = started.elapsed().as_secs_f64();
+            if out.json {
+                print_json(&report, false)?;
+            } else if !out.quiet {
+                let mut line = format!(
+                    "restored {} onto {}: {} in {} chunks, {:.1} s, {}/s",
+                    report.image.display(),
+                    report.target.display(),
+                    HumanBytes(report.bytes_written),
+                    report.chunks,
+                    secs,
+                    HumanBytes((report.bytes_written as f64 / secs.max(1e-9)) as u64)
+                );
+                if report.bytes_cleared > 0 {
+                    let how = if report.free_space == FreeSpace::Discard {
+                        "discarded"
+                    } else {
+                        "zeroed"
+                    };
+                    line.push_str(&format!(
+                        "; {} of unstored blocks {how}",
+                        HumanBytes(report.bytes_cleared)
+                    ));
+                }
+                print_line(&line, false)?;
+            }
+            Ok(ExitCode::from(EXIT_OK))
+        }
+        Command::Verify {
+            image,
+            threads,
+            out,
+        } => {
+            let source = image_source(image);
+            let bar = Bar::new(out.quiet);
+            let report = rimage::verify(&source, threads, &bar)?;
+            if out.json {
+                print_json(&report, false)?;
+            } else {
+                let mut stdout = io::stdout().lock();
+                if report.ok {
+                    if !out.quiet {
+                        writeln!(
+                            stdout,
+                            "{}: OK ({} chunks, {} blocks, digest verified)",
+                            report.image.display(),
+                            report.chunks,
+                            report.stored_blocks
+                        )?;
+                    }
+                } else {
+                    for p in report.problems.iter().take(50) {
+                        writeln!(stdout, "{}: {p}", report.image.display())?;
+                    }
+                    if report.problems.len() > 50 {
+                        writeln!(
+                            stdout,
+                            "... and {} more problems",
+                            report.problems.len() - 50
+                        )?;
+                    }
+                    writeln!(
+                        stdout,
+                        "{}: FAILED verification ({} problems)",
+                        report.image.display(),
+                        report.problems.len()
+                    )?;
+                }
+            }
+            Ok(ExitCode::from(if report.ok {
+                EXIT_OK
+            } else {
+                EXIT_CORRUPT
+            }))
+        }
+        Command::Info { path, json } => {
+            if rimage::is_image(&path) {
+                image_info(&path, json)
+            } else {
+                source_info(&path, json)
+            }
+        }
     }
 }
 
-fn info(path: &std::path::Path, json: bool) -> Result<ExitCode> {
+fn image_source(p: PathBuf) -> ImageSource {
+    if p.as_os_str() == "-" {
+        ImageSource::Stdin
+    } else {
+        ImageSource::File(p)
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T, to_stderr: bool) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    print_line(&text, to_stderr)
+}
+
+fn print_line(line: &str, to_stderr: bool) -> Result<()> {
+    if to_stderr {
+        writeln!(io::stderr().lock(), "{line}")?;
+    } else {
+        writeln!(io::stdout().lock(), "{line}")?;
+    }
+    Ok(())
+}
+
+fn image_info(path: &Path, json: bool) -> Result<ExitCode> {
+    let info = rimage::inspect_image(path)?;
+    if json {
+        print_json(&info, false)?;
+        return Ok(ExitCode::from(EXIT_OK));
+    }
+    let h = &info.header;
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "{}: rimage image, format version 1, written by {}",
+        path.display(),
+        h.writer
+    )?;
+    writeln!(
+        out,
+        "  source       {} ({} blocks of {} bytes, {})",
+        h.source_type.name(),
+        h.total_blocks,
+        h.block_size,
+        HumanBytes(h.source_size)
+    )?;
+    writeln!(
+        out,
+        "  label        {}",
+        if h.label.is_empty() {
+            "(none)"
+        } else {
+            &h.label
+        }
+    )?;
+    if h.uuid.0 != [0; 16] {
+        writeln!(out, "  uuid         {}", h.uuid)?;
+    }
+    writeln!(
+        out,
+        "  stored       {} blocks ({})",
+        info.stored_blocks,
+        HumanBytes(info.original_bytes)
+    )?;
+    writeln!(
+        out,
+        "  image        {} in {} chunks of up to {} (zstd level {})",
+        HumanBytes(info.image_bytes),
+        info.chunks,
+        HumanBytes(u64::from(h.chunk_target)),
+        h.level
+    )?;
+    writeln!(out, "  ratio        {:.2}", info.ratio)?;
+    let created = std::time::UNIX_EPOCH + std::time::Duration::from_secs(h.created.max(0) as u64);
+    writeln!(
+        out,
+        "  created      {}",
+        humantime::format_rfc3339_seconds(created)
+    )?;
+    if h.flags & rimage::image::header::FLAG_FORCED_UNCLEAN != 0 {
+        writeln!(
+            out,
+            "  warning      the source was not clean when saved (--force)"
+        )?;
+    }
+    writeln!(out, "  digest       {}", info.digest)?;
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+fn source_info(path: &Path, json: bool) -> Result<ExitCode> {
     let info = rimage::inspect_source(path)?;
     let mut out = io::stdout().lock();
     if json {
@@ -65,14 +413,13 @@ fn info(path: &std::path::Path, json: bool) -> Result<ExitCode> {
     }
     let fs = &info.fs;
     let bs = u64::from(fs.block_size);
-    writeln!(
-        out,
-        "{}: {} ({})",
-        path.display(),
-        describe_type(fs.fs_type),
-        HumanBytes(info.device_bytes)
-    )?;
-    if fs.fs_type == rimage::fs::FsType::Raw {
+    if fs.fs_type == FsType::Raw {
+        writeln!(
+            out,
+            "{}: unrecognised filesystem ({})",
+            path.display(),
+            HumanBytes(info.device_bytes)
+        )?;
         writeln!(
             out,
             "  not an ext2/3/4 filesystem: a save images it raw, every non-zero {bs}-byte block"
@@ -87,6 +434,13 @@ fn info(path: &std::path::Path, json: bool) -> Result<ExitCode> {
     }
     writeln!(
         out,
+        "{}: {} ({})",
+        path.display(),
+        fs.fs_type.name(),
+        HumanBytes(info.device_bytes)
+    )?;
+    writeln!(
+        out,
         "  label        {}",
         if fs.label.is_empty() {
             "(none)"
@@ -95,7 +449,7 @@ fn info(path: &std::path::Path, json: bool) -> Result<ExitCode> {
         }
     )?;
     if let Some(u) = &fs.uuid {
-        writeln!(out, "  uuid         {}", u)?;
+        writeln!(out, "  uuid         {u}")?;
     }
     writeln!(out, "  block size   {bs}")?;
     writeln!(
@@ -141,10 +495,56 @@ fn info(path: &std::path::Path, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::from(EXIT_OK))
 }
 
-fn describe_type(t: rimage::fs::FsType) -> &'static str {
-    match t {
-        rimage::fs::FsType::Raw => "unrecognised filesystem",
-        t => t.name(),
+/// Progress on stderr when it is a terminal: bytes done and total, rate, ETA.
+struct Bar {
+    quiet: bool,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Bar {
+    fn new(quiet: bool) -> Self {
+        Self {
+            quiet,
+            bar: Mutex::new(None),
+        }
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, phase: &str, total_bytes: u64) {
+        if self.quiet || !io::stderr().is_terminal() || total_bytes == 0 {
+            return;
+        }
+        let bar = ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{msg:>10} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_message(phase.to_string());
+        *self.bar.lock().expect("bar lock") = Some(bar);
+    }
+
+    fn advance(&self, bytes: u64) {
+        if let Some(bar) = self.bar.lock().expect("bar lock").as_ref() {
+            bar.inc(bytes);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = self.bar.lock().expect("bar lock").take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn note(&self, message: &str) {
+        if self.quiet {
+            return;
+        }
+        match self.bar.lock().expect("bar lock").as_ref() {
+            Some(bar) => bar.println(format!("rimage: note: {message}")),
+            None => eprintln!("rimage: note: {message}"),
+        }
     }
 }
 
@@ -162,7 +562,11 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-/// The exit code for a failed command.
-pub fn exit_code_for(_err: &anyhow::Error) -> ExitCode {
-    ExitCode::from(EXIT_FAILURE)
+/// The exit code for a failed command: 3 when an image failed its checks, 2 for bad options.
+pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
+    match err.downcast_ref::<rimage::Error>() {
+        Some(e) if e.is_corrupt_image() => ExitCode::from(EXIT_CORRUPT),
+        Some(rimage::Error::Usage(_)) => ExitCode::from(EXIT_USAGE),
+        _ => ExitCode::from(EXIT_FAILURE),
+    }
 }

@@ -1,55 +1,26 @@
 //! rimage: a partition imager that copies only the blocks a filesystem uses.
 //!
 //! The data path, one module per step:
-//! [`source`] (device or file) → [`fs`] (which blocks are used) → chunks → image → restore target.
+//! [`source`] (device or file) → [`fs`] (which blocks are used) → [`save`] (chunks, parallel
+//! compression) → [`image`] (the format) → [`restore`] → [`target`].
+//! [`verify`] and [`info`] check and describe images.
 //!
 //! The library never prints; the `rimage` binary presents what it returns.
 
 pub mod error;
 pub mod fs;
+pub mod image;
+pub mod info;
+pub mod progress;
+pub mod restore;
+pub mod save;
 pub mod source;
-
-use std::path::Path;
-
-use serde::Serialize;
+pub mod target;
+pub mod verify;
 
 pub use error::Error;
-use fs::ext::ScanOptions;
-use fs::{FsInfo, Scan};
-use source::{Device, DeviceKind};
-
-/// What `rimage info` reports about a device or filesystem image file.
-#[derive(Clone, Debug, Serialize)]
-pub struct SourceInfo {
-    /// The path given.
-    pub path: std::path::PathBuf,
-    /// Block device or regular file.
-    pub device_kind: DeviceKind,
-    /// Size of the device or file in bytes.
-    pub device_bytes: u64,
-    /// The filesystem, with the used count a save would copy.
-    pub fs: FsInfo,
-    /// For ext: used blocks according to the superblock's free count, which lags while mounted.
-    pub superblock_used_blocks: Option<u64>,
-}
-
-/// Describes what a save of `path` would copy, scanning every block bitmap.
-///
-/// # Errors
-/// When the path cannot be opened or read, or holds an ext filesystem that cannot be trusted.
-pub fn inspect_source(path: &Path) -> Result<SourceInfo, Error> {
-    let dev = Device::open(path)?;
-    let scan = fs::probe(&dev, ScanOptions::default()).map_err(|e| Error::ext(path, e))?;
-    let fs = scan.info(&dev).map_err(|e| Error::ext(path, e))?;
-    let superblock_used_blocks = match &scan {
-        Scan::Ext(e) => Some(e.superblock_used_blocks()),
-        Scan::Raw(_) => None,
-    };
-    Ok(SourceInfo {
-        path: path.to_path_buf(),
-        device_kind: dev.kind(),
-        device_bytes: dev.size_bytes(),
-        fs,
-        superblock_used_blocks,
-    })
-}
+pub use info::{ImageInfo, SourceInfo, inspect_image, inspect_source, is_image};
+pub use progress::{NoProgress, Progress};
+pub use restore::{FreeSpace, ImageSource, RestoreOptions, RestoreReport, restore};
+pub use save::{Destination, SaveOptions, SaveReport, save};
+pub use verify::{VerifyReport, verify};

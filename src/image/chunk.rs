@@ -1,0 +1,411 @@
+//! Chunk records (docs/FORMAT.md, "Chunk record"): a fixed 32-byte header, the extent list, one
+//! zstd frame, a CRC32.
+
+use byteorder::{ByteOrder, LittleEndian};
+
+use super::header::Header;
+use super::{
+    ChunkId, FormatError, MAX_CHUNK_EXTENTS, MAX_CHUNK_RAW, compress_bound, le_u32, le_u64,
+};
+use crate::fs::Extent;
+
+/// Size of the fixed part of a record.
+pub const CHUNK_HEADER_LEN: usize = 32;
+/// Size of one extent entry.
+pub const EXTENT_LEN: usize = 12;
+/// Size of the CRC at the end of a record.
+pub const CRC_LEN: usize = 4;
+/// Record magic.
+pub const CHUNK_MAGIC: [u8; 4] = *b"CHNK";
+
+const FLAGS: usize = 4;
+const SEQ: usize = 8;
+const N_EXTENTS: usize = 16;
+const RAW_LEN: usize = 20;
+const STORED_LEN: usize = 24;
+const RESERVED: usize = 28;
+
+/// zstd frame magic (RFC 8878, 3.1.1), little-endian.
+const ZSTD_MAGIC: u32 = 0xFD2F_B528;
+/// Frame_Header_Descriptor bit: the frame ends with an XXH64 checksum of its content.
+const ZSTD_CONTENT_CHECKSUM_FLAG: u8 = 0x04;
+
+/// The fixed part of a chunk record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkHeader {
+    /// Sequence number.
+    pub seq: u64,
+    /// Number of extents.
+    pub n_extents: u32,
+    /// Uncompressed bytes.
+    pub raw_len: u32,
+    /// Bytes of the zstd frame.
+    pub stored_len: u32,
+}
+
+impl ChunkHeader {
+    /// Decodes the fixed part of a record found at `offset`, checking the format's limits, so
+    /// that [`ChunkHeader::record_len`] can be trusted as an allocation size.
+    ///
+    /// # Errors
+    /// [`FormatError::BadRecordMagic`] or [`FormatError::BadChunk`].
+    pub fn decode(
+        raw: &[u8; CHUNK_HEADER_LEN],
+        offset: u64,
+        block_size: u32,
+    ) -> Result<Self, FormatError> {
+        if raw[..4] != CHUNK_MAGIC {
+            return Err(FormatError::BadRecordMagic { offset });
+        }
+        let h = Self {
+            seq: le_u64(raw, SEQ),
+            n_extents: le_u32(raw, N_EXTENTS),
+            raw_len: le_u32(raw, RAW_LEN),
+            stored_len: le_u32(raw, STORED_LEN),
+        };
+        let bad = |reason: &str| FormatError::BadChunk {
+            chunk: ChunkId {
+                seq: h.seq,
+                offset,
+                first_block: None,
+                end_block: None,
+            },
+            reason: reason.to_string(),
+        };
+        if le_u32(raw, FLAGS) != 0 || le_u32(raw, RESERVED) != 0 {
+            return Err(bad("unknown flags"));
+        }
+        if h.raw_len == 0 || h.raw_len > MAX_CHUNK_RAW || h.raw_len % block_size != 0 {
+            return Err(bad("raw length is out of range"));
+        }
+        if h.n_extents == 0
+            || h.n_extents > MAX_CHUNK_EXTENTS
+            || h.n_extents > h.raw_len / block_size
+        {
+            return Err(bad("extent count is out of range"));
+        }
+        if h.stored_len == 0 || h.stored_len > compress_bound(h.raw_len) {
+            return Err(bad("stored length is out of range"));
+        }
+        Ok(h)
+    }
+
+    /// Encodes the fixed part.
+    pub fn encode(&self) -> [u8; CHUNK_HEADER_LEN] {
+        let mut raw = [0u8; CHUNK_HEADER_LEN];
+        raw[..4].copy_from_slice(&CHUNK_MAGIC);
+        LittleEndian::write_u64(&mut raw[SEQ..], self.seq);
+        LittleEndian::write_u32(&mut raw[N_EXTENTS..], self.n_extents);
+        LittleEndian::write_u32(&mut raw[RAW_LEN..], self.raw_len);
+        LittleEndian::write_u32(&mut raw[STORED_LEN..], self.stored_len);
+        raw
+    }
+
+    /// Bytes of the extent list.
+    pub fn extents_len(&self) -> usize {
+        self.n_extents as usize * EXTENT_LEN
+    }
+
+    /// Bytes of the whole record (bounded by the limits `decode` checked).
+    pub fn record_len(&self) -> usize {
+        CHUNK_HEADER_LEN + self.extents_len() + self.stored_len as usize + CRC_LEN
+    }
+}
+
+/// Encodes the header and extent list of a record (the part before the payload).
+pub fn encode_head(seq: u64, extents: &[Extent], raw_len: u32, stored_len: u32, out: &mut Vec<u8>) {
+    out.clear();
+    let h = ChunkHeader {
+        seq,
+        n_extents: u32::try_from(extents.len()).expect("writer bounds extents"),
+        raw_len,
+        stored_len,
+    };
+    out.extend_from_slice(&h.encode());
+    for e in extents {
+        out.extend_from_slice(&e.start.to_le_bytes());
+        out.extend_from_slice(
+            &u32::try_from(e.len)
+                .expect("writer bounds extent length")
+                .to_le_bytes(),
+        );
+    }
+}
+
+/// A whole chunk record, borrowed from the image or a read buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkRecord<'a> {
+    /// The fixed part.
+    pub header: ChunkHeader,
+    /// Byte offset of the record in the image.
+    pub offset: u64,
+    bytes: &'a [u8],
+}
+
+/// A chunk that passed every check: its extents, block span and stored block count.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckedChunk {
+    /// Extents, ascending.
+    pub extents: Vec<Extent>,
+    /// First block.
+    pub first_block: u64,
+    /// One past the last block.
+    pub end_block: u64,
+    /// Blocks stored.
+    pub blocks: u64,
+}
+
+impl<'a> ChunkRecord<'a> {
+    /// Wraps the bytes of one record (exactly `header.record_len()` of them) found at `offset`.
+    ///
+    /// # Errors
+    /// As [`ChunkHeader::decode`]; [`FormatError::Truncated`] when `bytes` is shorter than the
+    /// record.
+    pub fn new(bytes: &'a [u8], offset: u64, block_size: u32) -> Result<Self, FormatError> {
+        let head: &[u8; CHUNK_HEADER_LEN] = bytes
+            .get(..CHUNK_HEADER_LEN)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(FormatError::Truncated {
+                what: "chunk record",
+                offset,
+            })?;
+        let header = ChunkHeader::decode(head, offset, block_size)?;
+        let bytes = bytes
+            .get(..header.record_len())
+            .ok_or(FormatError::Truncated {
+                what: "chunk record",
+                offset,
+            })?;
+        Ok(Self {
+            header,
+            offset,
+            bytes,
+        })
+    }
+
+    /// All bytes of the record.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The chunk's identity for messages, with a block span once known.
+    pub fn id(&self, span: Option<(u64, u64)>) -> ChunkId {
+        ChunkId {
+            seq: self.header.seq,
+            offset: self.offset,
+            first_block: span.map(|s| s.0),
+            end_block: span.map(|s| s.1),
+        }
+    }
+
+    /// The zstd frame.
+    pub fn payload(&self) -> &'a [u8] {
+        let start = CHUNK_HEADER_LEN + self.header.extents_len();
+        &self.bytes[start..start + self.header.stored_len as usize]
+    }
+
+    /// Checks the record's CRC32.
+    ///
+    /// # Errors
+    /// [`FormatError::ChunkCrc`].
+    pub fn check_crc(&self) -> Result<(), FormatError> {
+        let body = self.bytes.len() - CRC_LEN;
+        let stored = le_u32(self.bytes, body);
+        let computed = crc32fast::hash(&self.bytes[..body]);
+        if stored != computed {
+            return Err(FormatError::ChunkCrc {
+                chunk: self.id(None),
+                stored,
+                computed,
+            });
+        }
+        Ok(())
+    }
+
+    /// The extents as stored (unchecked).
+    pub fn raw_extents(&self) -> impl Iterator<Item = (u64, u32)> + 'a {
+        self.bytes[CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + self.header.extents_len()]
+            .chunks_exact(EXTENT_LEN)
+            .map(|e| (le_u64(e, 0), le_u32(e, 8)))
+    }
+
+    /// Checks the extents: non-empty, ascending, not touching, inside `[0, total_blocks)`, and
+    /// adding up to the raw length.
+    ///
+    /// # Errors
+    /// [`FormatError::BadChunk`] naming the problem.
+    pub fn check_extents(&self, hdr: &Header) -> Result<CheckedChunk, FormatError> {
+        let mut extents = Vec::with_capacity(self.header.n_extents as usize);
+        let mut blocks: u64 = 0;
+        let bad = |reason: String| FormatError::BadChunk {
+            chunk: self.id(None),
+            reason,
+        };
+        for (start, len) in self.raw_extents() {
+            if len == 0 {
+                return Err(bad(format!("empty extent at block {start}")));
+            }
+            let end = start
+                .checked_add(u64::from(len))
+                .filter(|&e| e <= hdr.total_blocks);
+            if end.is_none() {
+                return Err(bad(format!(
+                    "extent {start}+{len} lies outside the {} blocks of the source",
+                    hdr.total_blocks
+                )));
+            };
+            if let Some(prev) = extents.last().map(Extent::end)
+                && start <= prev
+            {
+                return Err(bad(format!(
+                    "extent at block {start} is not after the previous one (ending at {prev})"
+                )));
+            }
+            extents.push(Extent {
+                start,
+                len: u64::from(len),
+            });
+            blocks += u64::from(len);
+        }
+        if blocks.checked_mul(u64::from(hdr.block_size)) != Some(u64::from(self.header.raw_len)) {
+            return Err(bad(format!(
+                "extents hold {blocks} blocks but the raw length is {} bytes",
+                self.header.raw_len
+            )));
+        }
+        let first_block = extents[0].start;
+        let end_block = extents[extents.len() - 1].end();
+        Ok(CheckedChunk {
+            extents,
+            first_block,
+            end_block,
+            blocks,
+        })
+    }
+
+    /// Decompresses the payload into `out` (cleared first; its capacity is reused) and checks
+    /// that it is exactly one frame, with a content checksum, of exactly the raw length.
+    ///
+    /// # Errors
+    /// [`FormatError::Decompress`].
+    pub fn decompress(
+        &self,
+        dctx: &mut zstd::bulk::Decompressor<'_>,
+        out: &mut Vec<u8>,
+        span: (u64, u64),
+    ) -> Result<(), FormatError> {
+        let payload = self.payload();
+        let fail = |reason: String| FormatError::Decompress {
+            chunk: self.id(Some(span)),
+            reason,
+        };
+        if payload.len() < 5 || le_u32(payload, 0) != ZSTD_MAGIC {
+            return Err(fail("payload is not a zstd frame".into()));
+        }
+        if payload[4] & ZSTD_CONTENT_CHECKSUM_FLAG == 0 {
+            return Err(fail("zstd frame has no content checksum".into()));
+        }
+        match zstd::zstd_safe::find_frame_compressed_size(payload) {
+            Ok(n) if n == payload.len() => {}
+            Ok(n) => {
+                return Err(fail(format!(
+                    "payload holds {} bytes after its zstd frame",
+                    payload.len() - n
+                )));
+            }
+            Err(code) => return Err(fail(zstd::zstd_safe::get_error_name(code).to_string())),
+        }
+        out.clear();
+        let want = self.header.raw_len as usize;
+        out.reserve(want);
+        // zstd writes into the vector's capacity and never grows it: a frame that inflates past
+        // the raw length fails (or is caught below) instead of allocating.
+        let n = dctx
+            .decompress_to_buffer(payload, out)
+            .map_err(|e| fail(e.to_string()))?;
+        if n != want {
+            return Err(fail(format!("decompressed to {n} bytes, expected {want}")));
+        }
+        Ok(())
+    }
+}
+
+/// A chunk ready to be written: its record in three pieces (head with the extent list, zstd
+/// frame, CRC) plus what the index needs.
+#[derive(Debug)]
+pub struct EncodedChunk {
+    /// Sequence number.
+    pub seq: u64,
+    /// Fixed header and extent list.
+    pub head: Vec<u8>,
+    /// The zstd frame.
+    pub payload: Vec<u8>,
+    /// CRC32 of head and payload.
+    pub crc: u32,
+    /// XXH3-128 of the whole record.
+    pub hash: u128,
+    /// First block.
+    pub first_block: u64,
+    /// One past the last block.
+    pub end_block: u64,
+    /// Uncompressed bytes.
+    pub raw_len: u32,
+    /// Extent count.
+    pub n_extents: u32,
+}
+
+impl EncodedChunk {
+    /// Bytes of the whole record.
+    pub fn record_len(&self) -> u64 {
+        (self.head.len() + self.payload.len() + CRC_LEN) as u64
+    }
+}
+
+/// Compresses `data` (the blocks of `extents`, back to back) into a chunk record, reusing
+/// `payload`'s allocation for the frame. `cctx` must have the content checksum enabled.
+///
+/// # Errors
+/// zstd's error message (which no valid input causes).
+pub fn encode_chunk(
+    seq: u64,
+    extents: &[Extent],
+    data: &[u8],
+    cctx: &mut zstd::bulk::Compressor<'_>,
+    mut payload: Vec<u8>,
+) -> Result<EncodedChunk, String> {
+    let raw_len = u32::try_from(data.len()).map_err(|_| "chunk too large".to_string())?;
+    payload.clear();
+    payload.reserve(compress_bound(raw_len) as usize);
+    cctx.compress_to_buffer(data, &mut payload)
+        .map_err(|e| e.to_string())?;
+    let stored_len = u32::try_from(payload.len()).map_err(|_| "frame too large".to_string())?;
+    let mut head = Vec::with_capacity(CHUNK_HEADER_LEN + extents.len() * EXTENT_LEN);
+    encode_head(seq, extents, raw_len, stored_len, &mut head);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head);
+    crc.update(&payload);
+    let crc = crc.finalize();
+    let hash = super::digest::chunk_hash_parts(&[&head, &payload, &crc.to_le_bytes()]);
+    Ok(EncodedChunk {
+        seq,
+        head,
+        payload,
+        crc,
+        hash,
+        first_block: extents[0].start,
+        end_block: extents[extents.len() - 1].end(),
+        raw_len,
+        n_extents: extents.len() as u32,
+    })
+}
+
+/// A zstd compressor as images need it: given level, content size and checksum in the frame.
+///
+/// # Errors
+/// An invalid level.
+pub fn compressor(level: i32) -> std::io::Result<zstd::bulk::Compressor<'static>> {
+    let mut c = zstd::bulk::Compressor::new(level)?;
+    c.include_checksum(true)?;
+    c.include_contentsize(true)?;
+    Ok(c)
+}

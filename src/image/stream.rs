@@ -1,0 +1,244 @@
+//! Sequential reading of an image from a pipe: header, records one by one, index, trailer.
+//! Every length is checked against the format's limits before a buffer is sized for it.
+
+use std::io::{self, Read};
+
+use super::chunk::{CHUNK_HEADER_LEN, CHUNK_MAGIC, ChunkHeader, ChunkRecord};
+use super::digest::{Digest, chunk_hash};
+use super::file::check_stored_blocks;
+use super::header::{HEADER_LEN, Header};
+use super::index::{
+    INDEX_HEAD_LEN, INDEX_MAGIC, IndexEntry, TRAILER_LEN, Trailer, decode_index, decode_index_head,
+    index_len,
+};
+use super::{FormatError, MAX_CHUNK_RAW};
+
+/// Why reading a stream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The bytes are wrong.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// Reading failed.
+    #[error("read failed at byte offset {offset}")]
+    Io {
+        /// Stream position.
+        offset: u64,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What the stream held after its last chunk, checked against the chunks seen.
+#[derive(Debug)]
+pub struct StreamEnd {
+    /// The index.
+    pub index: Vec<IndexEntry>,
+    /// The trailer.
+    pub trailer: Trailer,
+}
+
+/// Reads an image sequentially.
+pub struct StreamReader<R> {
+    r: R,
+    pos: u64,
+    header_raw: [u8; HEADER_LEN],
+    header: Header,
+    digest: Digest,
+    /// (offset, hash, raw_len, n_extents) of every chunk seen, to compare with the index.
+    seen: Vec<(u64, u128, u32, u32)>,
+    done: bool,
+    end: Option<StreamEnd>,
+}
+
+impl<R: Read> StreamReader<R> {
+    /// Reads and checks the header.
+    ///
+    /// # Errors
+    /// A truncated or invalid header.
+    pub fn new(mut r: R) -> Result<Self, StreamError> {
+        let mut header_raw = [0u8; HEADER_LEN];
+        read_exact(&mut r, &mut header_raw, 0, "header")?;
+        let header = Header::decode(&header_raw)?;
+        let digest = Digest::new(&header_raw);
+        Ok(Self {
+            r,
+            pos: HEADER_LEN as u64,
+            header_raw,
+            header,
+            digest,
+            seen: Vec::new(),
+            done: false,
+            end: None,
+        })
+    }
+
+    /// The header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The raw header bytes.
+    pub fn header_bytes(&self) -> &[u8; HEADER_LEN] {
+        &self.header_raw
+    }
+
+    /// Reads the next chunk record into `buf` (resized to the record) and returns its offset;
+    /// `Ok(None)` once the index and trailer have been read and checked against the chunks
+    /// seen, with [`StreamReader::finish`] giving them.
+    ///
+    /// # Errors
+    /// Truncation, bad magic, limits, or an index/trailer/digest that disagrees with the chunks.
+    pub fn next_record(&mut self, buf: &mut Vec<u8>) -> Result<Option<u64>, StreamError> {
+        if self.done {
+            return Ok(None);
+        }
+        let offset = self.pos;
+        let mut magic = [0u8; 4];
+        read_exact(&mut self.r, &mut magic, offset, "chunk record or index")?;
+        if magic == INDEX_MAGIC {
+            self.read_end(offset)?;
+            self.done = true;
+            return Ok(None);
+        }
+        if magic != CHUNK_MAGIC {
+            return Err(FormatError::BadRecordMagic { offset }.into());
+        }
+        let mut head = [0u8; CHUNK_HEADER_LEN];
+        head[..4].copy_from_slice(&magic);
+        read_exact(&mut self.r, &mut head[4..], offset, "chunk record")?;
+        let h = ChunkHeader::decode(&head, offset, self.header.block_size)?;
+        if h.seq != self.seen.len() as u64 {
+            return Err(FormatError::BadIndex(format!(
+                "record at byte offset {offset} carries sequence number {}, expected {}",
+                h.seq,
+                self.seen.len()
+            ))
+            .into());
+        }
+        // record_len() is bounded by the limits decode() checked.
+        buf.clear();
+        buf.extend_from_slice(&head);
+        buf.resize(h.record_len(), 0);
+        read_exact(
+            &mut self.r,
+            &mut buf[CHUNK_HEADER_LEN..],
+            offset,
+            "chunk record",
+        )?;
+        self.pos += buf.len() as u64;
+        let hash = chunk_hash(buf);
+        self.digest.add_chunk(hash);
+        self.seen.push((offset, hash, h.raw_len, h.n_extents));
+        Ok(Some(offset))
+    }
+
+    /// The index and trailer, once [`StreamReader::next_record`] has returned `Ok(None)`.
+    pub fn finish(self) -> Option<StreamEnd> {
+        self.end
+    }
+
+    /// Bytes read so far.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// Wraps a record read by [`StreamReader::next_record`].
+    ///
+    /// # Errors
+    /// Never for a buffer `next_record` filled; kept fallible for symmetry.
+    pub fn record<'a>(&self, buf: &'a [u8], offset: u64) -> Result<ChunkRecord<'a>, FormatError> {
+        ChunkRecord::new(buf, offset, self.header.block_size)
+    }
+
+    fn read_end(&mut self, offset: u64) -> Result<(), StreamError> {
+        let mut head = [0u8; INDEX_HEAD_LEN];
+        head[..4].copy_from_slice(&INDEX_MAGIC);
+        read_exact(&mut self.r, &mut head[4..], offset, "index")?;
+        let count = decode_index_head(&head, offset)?;
+        // The only count worth allocating for is the number of chunks actually seen.
+        if count != self.seen.len() as u64 {
+            return Err(FormatError::BadIndex(format!(
+                "index lists {count} chunks, the stream held {}",
+                self.seen.len()
+            ))
+            .into());
+        }
+        let len = index_len(count).expect("count is small") as usize;
+        let mut raw = Vec::with_capacity(len);
+        raw.extend_from_slice(&head);
+        raw.resize(len, 0);
+        read_exact(&mut self.r, &mut raw[INDEX_HEAD_LEN..], offset, "index")?;
+        let index = decode_index(&raw, offset)?;
+        let mut trailer_raw = [0u8; TRAILER_LEN];
+        let trailer_at = offset + len as u64;
+        read_exact(&mut self.r, &mut trailer_raw, trailer_at, "trailer")?;
+        let trailer = Trailer::decode(&trailer_raw)?;
+        let mut extra = [0u8; 1];
+        match self.r.read(&mut extra) {
+            Ok(0) => {}
+            Ok(_) => return Err(FormatError::BadTrailer("bytes follow the trailer").into()),
+            Err(source) => {
+                return Err(StreamError::Io {
+                    offset: trailer_at + TRAILER_LEN as u64,
+                    source,
+                });
+            }
+        }
+        if trailer.index_offset != offset || trailer.chunk_count != count {
+            return Err(FormatError::BadTrailer(
+                "index position or chunk count differs from the stream",
+            )
+            .into());
+        }
+        let mut stored_blocks = 0u64;
+        for (i, (e, s)) in index.iter().zip(&self.seen).enumerate() {
+            if (e.offset, e.hash, e.raw_len, e.n_extents) != *s {
+                return Err(FormatError::BadIndex(format!(
+                    "entry {i} differs from the chunk record seen"
+                ))
+                .into());
+            }
+            if e.raw_len == 0 || e.raw_len > MAX_CHUNK_RAW {
+                return Err(
+                    FormatError::BadIndex(format!("entry {i}: raw length out of range")).into(),
+                );
+            }
+            stored_blocks += u64::from(e.raw_len / self.header.block_size);
+        }
+        if stored_blocks != trailer.stored_blocks {
+            return Err(FormatError::BadIndex(format!(
+                "chunks hold {stored_blocks} blocks, the trailer says {}",
+                trailer.stored_blocks
+            ))
+            .into());
+        }
+        check_stored_blocks(&self.header, stored_blocks)?;
+        let computed = self.digest.value();
+        if computed != trailer.digest {
+            return Err(FormatError::Digest {
+                stored: trailer.digest,
+                computed,
+            }
+            .into());
+        }
+        self.end = Some(StreamEnd { index, trailer });
+        Ok(())
+    }
+}
+
+fn read_exact(
+    r: &mut impl Read,
+    buf: &mut [u8],
+    offset: u64,
+    what: &'static str,
+) -> Result<(), StreamError> {
+    r.read_exact(buf).map_err(|source| {
+        if source.kind() == io::ErrorKind::UnexpectedEof {
+            StreamError::Format(FormatError::Truncated { what, offset })
+        } else {
+            StreamError::Io { offset, source }
+        }
+    })
+}

@@ -1,0 +1,419 @@
+//! restore: image → check each chunk → decompress → positional writes to the target.
+//!
+//! Chunks are handed to a rayon pool in image order (`par_bridge` pulls the next one when a
+//! worker is free), so at most one chunk per worker is in flight and writes move roughly
+//! ascending across the target. Every chunk is checked completely (CRC, extents, zstd content
+//! checksum and length, and for a file image its hash in the index) before any of its blocks is
+//! written; a chunk that fails is never written.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use rayon::iter::{ParallelBridge, ParallelIterator};
+use serde::Serialize;
+
+use crate::Error;
+use crate::image::chunk::{CheckedChunk, ChunkRecord};
+use crate::image::digest::chunk_hash;
+use crate::image::file::ImageFile;
+use crate::image::header::Header;
+use crate::image::stream::StreamReader;
+use crate::image::{ChunkId, FormatError, IndexEntry, Unstored};
+use crate::progress::Progress;
+use crate::save::resolve_threads;
+use crate::source::IoError;
+use crate::target::Target;
+
+/// Where an image is read from.
+#[derive(Clone, Debug)]
+pub enum ImageSource {
+    /// A file: mapped, its index read first.
+    File(PathBuf),
+    /// Standard input, read sequentially.
+    Stdin,
+}
+
+impl ImageSource {
+    /// The path for messages ("<stdin>" for standard input).
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::File(p) => p,
+            Self::Stdin => Path::new("<stdin>"),
+        }
+    }
+}
+
+/// What to do with blocks the image does not store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FreeSpace {
+    /// Leave them as they are (their old contents stay).
+    #[default]
+    Leave,
+    /// Make them read as zeros.
+    Zero,
+    /// Discard them (TRIM); where the device cannot, zero them.
+    Discard,
+}
+
+/// How to restore.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    /// Worker threads; 0 means one per CPU.
+    pub threads: usize,
+    /// Treatment of free space (raw images always zero their unstored blocks).
+    pub free_space: FreeSpace,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, Serialize)]
+pub struct RestoreReport {
+    /// The image.
+    pub image: PathBuf,
+    /// The target.
+    pub target: PathBuf,
+    /// The image header.
+    pub header: Header,
+    /// Chunks written.
+    pub chunks: u64,
+    /// Blocks written.
+    pub blocks_written: u64,
+    /// Bytes written from the image.
+    pub bytes_written: u64,
+    /// Bytes of unstored blocks zeroed or discarded.
+    pub bytes_cleared: u64,
+    /// What was done with unstored blocks.
+    pub free_space: FreeSpace,
+}
+
+thread_local! {
+    /// One zstd decompression context and output buffer per worker, kept across chunks.
+    static DCTX: RefCell<Option<(zstd::bulk::Decompressor<'static>, Vec<u8>)>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's decompressor and output buffer.
+pub(crate) fn with_decompressor<T>(
+    f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>, &mut Vec<u8>) -> T,
+) -> T {
+    DCTX.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let (dctx, out) = slot.get_or_insert_with(|| {
+            (
+                zstd::bulk::Decompressor::new().expect("zstd context"),
+                Vec::new(),
+            )
+        });
+        f(dctx, out)
+    })
+}
+
+/// Every check a chunk must pass before it is used: CRC, extents, the hash the index expects
+/// (when there is an index), then decompression into `out` with zstd's content checksum.
+pub(crate) fn check_chunk(
+    rec: &ChunkRecord<'_>,
+    hdr: &Header,
+    expected: Option<&IndexEntry>,
+    dctx: &mut zstd::bulk::Decompressor<'static>,
+    out: &mut Vec<u8>,
+) -> Result<CheckedChunk, FormatError> {
+    rec.check_crc()?;
+    let c = rec.check_extents(hdr)?;
+    let span = (c.first_block, c.end_block);
+    if let Some(e) = expected {
+        if (e.first_block, e.end_block) != span {
+            return Err(FormatError::BadChunk {
+                chunk: rec.id(Some(span)),
+                reason: "block span differs from its index entry".into(),
+            });
+        }
+        if chunk_hash(rec.bytes()) != e.hash {
+            return Err(FormatError::BadChunk {
+                chunk: rec.id(Some(span)),
+                reason: "hash differs from its index entry".into(),
+            });
+        }
+    }
+    rec.decompress(dctx, out, span)?;
+    Ok(c)
+}
+
+/// Opens an image file and maps it.
+pub(crate) fn map_image(path: &Path) -> Result<Mmap, Error> {
+    let file = File::open(path).map_err(|e| IoError::new(path, "open", None, e))?;
+    // SAFETY: the map is read-only. If another process truncates the image while it is
+    // mapped, reads of the lost pages fault (SIGBUS); images are written once under a
+    // temporary name and renamed, so a finished image is not modified in place.
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| IoError::new(path, "map", None, e))?;
+    let _ = map.advise(memmap2::Advice::Sequential);
+    Ok(map)
+}
+
+/// Standard input as a plain file (a duplicate of fd 0), so that it can move between threads.
+pub(crate) fn stdin_reader() -> Result<BufReader<File>, Error> {
+    let fd = rustix::stdio::stdin()
+        .try_clone_to_owned()
+        .map_err(|e| IoError::new(Path::new("<stdin>"), "dup", None, e))?;
+    Ok(BufReader::with_capacity(1 << 20, File::from(fd)))
+}
+
+/// Restores an image onto `target`.
+///
+/// # Errors
+/// A header or index that fails its checks, or a target that is too small or in use, stops the
+/// restore before anything is written. A chunk that fails its checks is never written and its
+/// error names it; the restore then stops with an error.
+pub fn restore(
+    image: &ImageSource,
+    target: &Path,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport, Error> {
+    let threads = resolve_threads(opts.threads);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("rimage-restore-{i}"))
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start {threads} threads: {e}")))?;
+    let path = image.path();
+    match image {
+        ImageSource::File(p) => {
+            let map = map_image(p)?;
+            let img = ImageFile::parse(&map[..]).map_err(|e| Error::image(path, e))?;
+            let computed = img.index_digest();
+            if computed != img.trailer.digest {
+                return Err(Error::image(
+                    path,
+                    FormatError::Digest {
+                        stored: img.trailer.digest,
+                        computed,
+                    },
+                ));
+            }
+            let hdr = img.header.clone();
+            let tgt = Target::open(target, hdr.source_size)?;
+            progress.start(
+                "restoring",
+                img.trailer.stored_blocks * u64::from(hdr.block_size),
+            );
+            let spans = pool.install(|| {
+                (0..img.index.len())
+                    .par_bridge()
+                    .map(|i| -> Result<_, Error> {
+                        let rec = img.record(i).map_err(|e| Error::image(path, e))?;
+                        write_chunk(
+                            &rec,
+                            &hdr,
+                            Some(&img.index[i]),
+                            &tgt,
+                            opts.free_space,
+                            path,
+                            progress,
+                        )
+                    })
+                    .collect::<Result<Vec<_>, Error>>()
+            })?;
+            progress.finish();
+            finish(path, &hdr, spans, &tgt, opts.free_space)
+        }
+        ImageSource::Stdin => {
+            let mut reader =
+                StreamReader::new(stdin_reader()?).map_err(|e| Error::stream(path, e))?;
+            let hdr = reader.header().clone();
+            let tgt = Target::open(target, hdr.source_size)?;
+            progress.start("restoring", hdr.used_blocks * u64::from(hdr.block_size));
+            let records = Records {
+                reader: &mut reader,
+                path,
+            };
+            let spans = pool.install(|| {
+                records
+                    .par_bridge()
+                    .map(|item| -> Result<_, Error> {
+                        let (buf, offset) = item?;
+                        let rec = ChunkRecord::new(&buf, offset, hdr.block_size)
+                            .map_err(|e| Error::image(path, e))?;
+                        write_chunk(&rec, &hdr, None, &tgt, opts.free_space, path, progress)
+                    })
+                    .collect::<Result<Vec<_>, Error>>()
+            })?;
+            progress.finish();
+            // The index and digest were checked against the records when the stream ended;
+            // compare the spans the index gives with those the records had.
+            let end = reader.finish().ok_or_else(|| {
+                Error::image(
+                    path,
+                    FormatError::Truncated {
+                        what: "index",
+                        offset: 0,
+                    },
+                )
+            })?;
+            let mut spans = spans;
+            spans.sort_unstable_by_key(|s| s.seq);
+            for (i, (e, s)) in end.index.iter().zip(&spans).enumerate() {
+                if (e.first_block, e.end_block) != (s.first_block, s.end_block) {
+                    return Err(Error::image(
+                        path,
+                        FormatError::BadIndex(format!(
+                            "entry {i}: block span differs from its chunk"
+                        )),
+                    ));
+                }
+            }
+            finish(path, &hdr, spans, &tgt, opts.free_space)
+        }
+    }
+}
+
+/// The records of a stream, pulled one at a time by whichever worker is free.
+struct Records<'a, 'r, R> {
+    reader: &'a mut StreamReader<R>,
+    path: &'r Path,
+}
+
+impl<R: std::io::Read> Iterator for Records<'_, '_, R> {
+    type Item = Result<(Vec<u8>, u64), Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut buf = Vec::new();
+        match self.reader.next_record(&mut buf) {
+            Ok(Some(offset)) => Some(Ok((buf, offset))),
+            Ok(None) => None,
+            Err(e) => Some(Err(Error::stream(self.path, e))),
+        }
+    }
+}
+
+/// A chunk that was written.
+#[derive(Clone, Copy, Debug)]
+struct ChunkDone {
+    seq: u64,
+    first_block: u64,
+    end_block: u64,
+    blocks: u64,
+    /// Bytes cleared in the gaps between its extents.
+    cleared: u64,
+}
+
+/// Checks one chunk and writes its blocks (clearing the gaps between its extents).
+fn write_chunk(
+    rec: &ChunkRecord<'_>,
+    hdr: &Header,
+    expected: Option<&IndexEntry>,
+    tgt: &Target,
+    free: FreeSpace,
+    path: &Path,
+    progress: &dyn Progress,
+) -> Result<ChunkDone, Error> {
+    with_decompressor(|dctx, out| {
+        let c = check_chunk(rec, hdr, expected, dctx, out).map_err(|e| Error::image(path, e))?;
+        let bs = u64::from(hdr.block_size);
+        let mut pos = 0usize;
+        let mut prev_end: Option<u64> = None;
+        let mut cleared = 0;
+        for e in &c.extents {
+            let len = (e.len * bs) as usize;
+            let offset = e.start * bs;
+            // Never write at or past the source size (a raw image's last block may be partial).
+            let keep = hdr.source_size.saturating_sub(offset).min(len as u64) as usize;
+            tgt.write_at(&out[pos..pos + keep], offset)?;
+            pos += len;
+            if let Some(p) = prev_end {
+                cleared += clear(tgt, hdr, free, p, e.start)?;
+            }
+            prev_end = Some(e.end());
+        }
+        progress.advance(c.blocks * bs);
+        Ok(ChunkDone {
+            seq: rec.header.seq,
+            first_block: c.first_block,
+            end_block: c.end_block,
+            blocks: c.blocks,
+            cleared,
+        })
+    })
+}
+
+/// Zeroes or discards blocks `[from, to)` as the image type and options require.
+fn clear(tgt: &Target, hdr: &Header, free: FreeSpace, from: u64, to: u64) -> Result<u64, Error> {
+    if from >= to {
+        return Ok(0);
+    }
+    let bs = u64::from(hdr.block_size);
+    let offset = from * bs;
+    let len = (to * bs).min(hdr.source_size).saturating_sub(offset);
+    let mode = if hdr.unstored == Unstored::Zero {
+        FreeSpace::Zero
+    } else {
+        free
+    };
+    match mode {
+        FreeSpace::Leave => return Ok(0),
+        FreeSpace::Zero => tgt.zero_range(offset, len)?,
+        FreeSpace::Discard => {
+            if !tgt.discard_range(offset, len)? {
+                tgt.zero_range(offset, len)?;
+            }
+        }
+    }
+    Ok(len)
+}
+
+/// Clears the gaps between chunks and after the last, fsyncs, and reports.
+fn finish(
+    path: &Path,
+    hdr: &Header,
+    mut spans: Vec<ChunkDone>,
+    tgt: &Target,
+    free: FreeSpace,
+) -> Result<RestoreReport, Error> {
+    spans.sort_unstable_by_key(|s| s.seq);
+    let mut cleared: u64 = spans.iter().map(|s| s.cleared).sum();
+    let mut prev_end = 0;
+    for &ChunkDone {
+        seq,
+        first_block: first,
+        end_block: end,
+        ..
+    } in &spans
+    {
+        if first < prev_end {
+            let chunk = ChunkId {
+                seq,
+                offset: 0,
+                first_block: Some(first),
+                end_block: Some(end),
+            };
+            return Err(Error::image(
+                path,
+                FormatError::BadChunk {
+                    chunk,
+                    reason: "overlaps the previous chunk".into(),
+                },
+            ));
+        }
+        cleared += clear(tgt, hdr, free, prev_end, first)?;
+        prev_end = end;
+    }
+    cleared += clear(tgt, hdr, free, prev_end, hdr.total_blocks)?;
+    tgt.sync()?;
+    let blocks: u64 = spans.iter().map(|s| s.blocks).sum();
+    let effective = if hdr.unstored == Unstored::Zero {
+        FreeSpace::Zero
+    } else {
+        free
+    };
+    Ok(RestoreReport {
+        image: path.to_path_buf(),
+        target: tgt.path().to_path_buf(),
+        header: hdr.clone(),
+        chunks: spans.len() as u64,
+        blocks_written: blocks,
+        bytes_written: blocks * u64::from(hdr.block_size),
+        bytes_cleared: cleared,
+        free_space: effective,
+    })
+}

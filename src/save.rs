@@ -1,0 +1,549 @@
+//! save: source → used extents → chunks → parallel compression → ordered write → finalize.
+//!
+//! One thread reads the source in extent order and forms chunks; a rayon pool compresses them
+//! (one reusable zstd context per worker); one thread writes them in sequence order. A bounded
+//! channel between reader and writer keeps a few chunks per thread in flight, whatever the size
+//! of the source. A file destination is written under a temporary name, fsynced and renamed, so
+//! nothing ever appears under the final name unless it is complete.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::Error;
+use crate::fs::ext::ScanOptions;
+use crate::fs::raw::RawLayout;
+use crate::fs::{self, Extent, FsInfo, FsType, Scan};
+use crate::image::chunk::{EncodedChunk, compressor, encode_chunk};
+use crate::image::header::{FLAG_FORCED_UNCLEAN, Header};
+use crate::image::writer::{ImageWriter, WriteSummary};
+use crate::image::{
+    Compression, MAX_CHUNK_EXTENTS, MAX_CHUNK_RAW, MIN_CHUNK_TARGET, SourceType, Unstored, Version,
+};
+use crate::progress::Progress;
+use crate::source::{Device, IoError};
+
+/// How to save.
+#[derive(Clone, Debug)]
+pub struct SaveOptions {
+    /// zstd level (1..=22).
+    pub level: i32,
+    /// Compression threads; 0 means one per CPU.
+    pub threads: usize,
+    /// Target uncompressed chunk size in bytes (rounded up to whole blocks).
+    pub chunk_size: u32,
+    /// Image an unclean filesystem anyway (and tolerate metadata checksum errors).
+    pub force: bool,
+    /// Image raw even when the source is ext2/3/4.
+    pub raw: bool,
+    /// Replace an existing image file.
+    pub overwrite: bool,
+}
+
+impl Default for SaveOptions {
+    fn default() -> Self {
+        Self {
+            level: 3,
+            threads: 0,
+            chunk_size: 4 << 20,
+            force: false,
+            raw: false,
+            overwrite: false,
+        }
+    }
+}
+
+/// Where the image goes.
+#[derive(Clone, Debug)]
+pub enum Destination {
+    /// A file, written atomically (temporary name, fsync, rename, fsync of the directory).
+    File(PathBuf),
+    /// Standard output.
+    Stdout,
+}
+
+/// What a save did.
+#[derive(Clone, Debug, Serialize)]
+pub struct SaveReport {
+    /// The source.
+    pub source: PathBuf,
+    /// The image path, or "-".
+    pub image: String,
+    /// The image header.
+    pub header: Header,
+    /// Chunks written.
+    pub chunks: u64,
+    /// Blocks stored.
+    pub stored_blocks: u64,
+    /// Uncompressed bytes stored.
+    pub stored_bytes: u64,
+    /// Bytes read from the source.
+    pub read_bytes: u64,
+    /// Size of the image.
+    pub image_bytes: u64,
+    /// Whole-image digest, hex.
+    pub digest: String,
+}
+
+/// Number of worker threads for `requested` (0 = one per CPU).
+pub fn resolve_threads(requested: usize) -> usize {
+    if requested > 0 {
+        requested
+    } else {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    }
+}
+
+/// Saves `source` into an image.
+///
+/// # Errors
+/// Refusals (unclean filesystem without `--force`, existing image without `--overwrite`), ext
+/// scanning errors, read errors naming the source offset, write errors naming the image.
+/// On error a file destination is removed; nothing is left under its name.
+pub fn save(
+    source: &Path,
+    dest: &Destination,
+    opts: &SaveOptions,
+    progress: &dyn Progress,
+) -> Result<SaveReport, Error> {
+    if !(1..=22).contains(&opts.level) {
+        return Err(Error::Usage(format!(
+            "zstd level {} is out of range (1 to 22)",
+            opts.level
+        )));
+    }
+    if !(MIN_CHUNK_TARGET..=MAX_CHUNK_RAW).contains(&opts.chunk_size) {
+        return Err(Error::Usage(format!(
+            "chunk size {} is out of range (64 KiB to 64 MiB)",
+            opts.chunk_size
+        )));
+    }
+    let dev = Device::open(source)?;
+    let scan = if opts.raw {
+        Scan::Raw(RawLayout::new(dev.size_bytes()))
+    } else {
+        fs::probe(
+            &dev,
+            ScanOptions {
+                verify_checksums: !opts.force,
+            },
+        )
+        .map_err(|e| Error::ext(source, e))?
+    };
+    progress.start("scanning", 0);
+    let info = scan.info(&dev).map_err(|e| Error::ext(source, e))?;
+    progress.finish();
+    let flags = check_state(source, &info, opts.force, progress)?;
+    let header = make_header(&info, &dev, opts, flags);
+
+    let (summary, image) = match dest {
+        Destination::File(path) => (
+            write_file(path, &header, opts.overwrite, |w| {
+                pipeline(&dev, &scan, &header, opts, w, path, progress)
+            })?,
+            path.display().to_string(),
+        ),
+        Destination::Stdout => {
+            let stdout = Path::new("<stdout>");
+            // A duplicate of fd 1 as a plain file: large unbuffered writes, no line buffering.
+            let fd = rustix::stdio::stdout()
+                .try_clone_to_owned()
+                .map_err(|e| IoError::new(stdout, "dup", None, e))?;
+            let out = BufWriter::with_capacity(1 << 20, File::from(fd));
+            let w = ImageWriter::new(out, &header)
+                .map_err(|e| IoError::new(stdout, "write", Some(0), e))?;
+            let (_, summary) = pipeline(&dev, &scan, &header, opts, w, stdout, progress)?;
+            (summary, "-".to_string())
+        }
+    };
+    let bs = u64::from(header.block_size);
+    Ok(SaveReport {
+        source: source.to_path_buf(),
+        image,
+        chunks: summary.chunks,
+        stored_blocks: summary.stored_blocks,
+        stored_bytes: summary.stored_blocks * bs,
+        read_bytes: header.used_blocks * bs,
+        image_bytes: summary.image_bytes,
+        digest: format!("{:032x}", summary.digest),
+        header,
+    })
+}
+
+/// Refuses a filesystem that is not clean unless forced; returns the header flags.
+fn check_state(
+    source: &Path,
+    info: &FsInfo,
+    force: bool,
+    progress: &dyn Progress,
+) -> Result<u32, Error> {
+    if info.fs_type == FsType::Raw {
+        return Ok(0);
+    }
+    let st = &info.state;
+    let mut why = Vec::new();
+    if !st.clean {
+        why.push("was not cleanly unmounted (is it mounted?)");
+    }
+    if st.errors {
+        why.push("has recorded errors");
+    }
+    if st.needs_recovery {
+        why.push("has a journal that needs recovery (is it mounted?)");
+    }
+    if st.orphans {
+        why.push("has orphan inodes pending");
+    }
+    if why.is_empty() {
+        return Ok(0);
+    }
+    let why = why.join(", ");
+    if !force {
+        return Err(Error::refused(
+            source,
+            format!(
+                "the filesystem {why}. Unmount it and run `e2fsck -f {}`, or pass --force to image it as it is",
+                source.display()
+            ),
+        ));
+    }
+    progress.note(&format!(
+        "{}: the filesystem {why}; imaging it anyway (--force)",
+        source.display()
+    ));
+    Ok(FLAG_FORCED_UNCLEAN)
+}
+
+fn make_header(info: &FsInfo, dev: &Device, opts: &SaveOptions, flags: u32) -> Header {
+    let bs = info.block_size;
+    Header {
+        version: Version::V1,
+        source_type: SourceType::from(info.fs_type),
+        compression: Compression::Zstd,
+        unstored: if info.fs_type == FsType::Raw {
+            Unstored::Zero
+        } else {
+            Unstored::Free
+        },
+        block_size: bs,
+        chunk_target: opts.chunk_size.div_ceil(bs) * bs,
+        total_blocks: info.total_blocks,
+        used_blocks: info.used_blocks,
+        // An ext filesystem may be smaller than its partition; only its blocks are the source.
+        source_size: if info.fs_type == FsType::Raw {
+            dev.size_bytes()
+        } else {
+            info.total_blocks * u64::from(bs)
+        },
+        uuid: info.uuid.unwrap_or_default(),
+        label: info.label.clone(),
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
+        level: opts.level,
+        flags,
+        writer: concat!("rimage ", env!("CARGO_PKG_VERSION")).to_string(),
+    }
+}
+
+/// Writes an image file atomically: a temporary file in the destination directory, fsync,
+/// rename to the final name, fsync of the directory. The temporary file is removed on error.
+fn write_file(
+    path: &Path,
+    header: &Header,
+    overwrite: bool,
+    body: impl FnOnce(ImageWriter<BufWriter<&File>>) -> Result<(BufWriter<&File>, WriteSummary), Error>,
+) -> Result<WriteSummary, Error> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::Usage(format!("{}: not a file name", path.display())))?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !overwrite && path.exists() {
+        return Err(Error::refused(
+            path,
+            "an image already exists under this name; pass --overwrite to replace it",
+        ));
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .suffix(".rimage-partial")
+        .tempfile_in(dir)
+        .map_err(|e| IoError::new(dir, "create a temporary file in", None, e))?;
+    let tmp_path = tmp.path().to_path_buf();
+    let summary = {
+        let out = BufWriter::with_capacity(1 << 20, tmp.as_file());
+        let w = ImageWriter::new(out, header)
+            .map_err(|e| IoError::new(&tmp_path, "write", Some(0), e))?;
+        let (out, summary) = body(w)?;
+        out.into_inner()
+            .map_err(|e| IoError::new(&tmp_path, "write", None, e.into_error()))?;
+        summary
+    };
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| IoError::new(&tmp_path, "fsync", None, e))?;
+    let persisted = if overwrite {
+        tmp.persist(path)
+    } else {
+        tmp.persist_noclobber(path)
+    };
+    persisted.map_err(|e| IoError::new(path, "rename the finished image to", None, e.error))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| IoError::new(dir, "fsync directory", None, e))?;
+    Ok(summary)
+}
+
+/// Buffers handed back and forth between stages instead of being reallocated per chunk.
+#[derive(Default)]
+struct BufferPool(Mutex<Vec<Vec<u8>>>);
+
+impl BufferPool {
+    fn get(&self) -> Vec<u8> {
+        self.0.lock().expect("pool lock").pop().unwrap_or_default()
+    }
+
+    fn put(&self, buf: Vec<u8>) {
+        self.0.lock().expect("pool lock").push(buf);
+    }
+}
+
+/// Uncompressed blocks of one chunk.
+struct RawChunk {
+    seq: u64,
+    extents: Vec<Extent>,
+    data: Vec<u8>,
+    filled: usize,
+}
+
+/// Reads used extents into chunks of about the target size, in block order.
+struct Chunker<'a> {
+    dev: &'a Device,
+    extents: Box<dyn Iterator<Item = Result<Extent, crate::fs::ext::ExtError>> + 'a>,
+    pending: Option<Extent>,
+    bs: u64,
+    target: usize,
+    zero_skip: bool,
+    source_size: u64,
+    seq: u64,
+    pool: Arc<BufferPool>,
+}
+
+impl Chunker<'_> {
+    fn next_chunk(&mut self, progress: &dyn Progress) -> Result<Option<RawChunk>, Error> {
+        let bs = self.bs as usize;
+        let mut data = self.pool.get();
+        data.resize(self.target, 0);
+        let mut filled = 0usize;
+        let mut extents: Vec<Extent> = Vec::new();
+        while filled < self.target && extents.len() < MAX_CHUNK_EXTENTS as usize {
+            let ext = match self.pending.take() {
+                Some(e) => e,
+                None => match self.extents.next() {
+                    Some(e) => e.map_err(|e| Error::ext(self.dev.path(), e))?,
+                    None => break,
+                },
+            };
+            let mut n = ext.len.min(((self.target - filled) / bs) as u64);
+            if self.zero_skip {
+                // Each kept block can start an extent.
+                n = n.min(u64::from(MAX_CHUNK_EXTENTS) - extents.len() as u64);
+            }
+            if n < ext.len {
+                self.pending = Some(Extent {
+                    start: ext.start + n,
+                    len: ext.len - n,
+                });
+            }
+            let piece = &mut data[filled..filled + n as usize * bs];
+            self.read_blocks(ext.start, piece)?;
+            progress.advance(n * self.bs);
+            if self.zero_skip {
+                let mut kept = 0usize;
+                for i in 0..n as usize {
+                    let block = i * bs;
+                    if is_zero(&piece[block..block + bs]) {
+                        continue;
+                    }
+                    if kept != i {
+                        piece.copy_within(block..block + bs, kept * bs);
+                    }
+                    kept += 1;
+                    push_merged(
+                        &mut extents,
+                        Extent {
+                            start: ext.start + i as u64,
+                            len: 1,
+                        },
+                    );
+                }
+                filled += kept * bs;
+            } else {
+                push_merged(
+                    &mut extents,
+                    Extent {
+                        start: ext.start,
+                        len: n,
+                    },
+                );
+                filled += piece.len();
+            }
+        }
+        if extents.is_empty() {
+            self.pool.put(data);
+            return Ok(None);
+        }
+        let seq = self.seq;
+        self.seq += 1;
+        Ok(Some(RawChunk {
+            seq,
+            extents,
+            data,
+            filled,
+        }))
+    }
+
+    /// Reads whole blocks from `start`; a last partial block past the source size reads as zeros.
+    fn read_blocks(&self, start: u64, buf: &mut [u8]) -> Result<(), Error> {
+        let offset = start * self.bs;
+        let avail = self
+            .source_size
+            .saturating_sub(offset)
+            .min(buf.len() as u64) as usize;
+        self.dev.read_at_checked(&mut buf[..avail], offset)?;
+        buf[avail..].fill(0);
+        Ok(())
+    }
+}
+
+fn push_merged(extents: &mut Vec<Extent>, e: Extent) {
+    match extents.last_mut() {
+        Some(last) if last.end() == e.start => last.len += e.len,
+        _ => extents.push(e),
+    }
+}
+
+/// Whether a block is all zeros (64 bytes at a time, which the compiler vectorises).
+fn is_zero(block: &[u8]) -> bool {
+    block
+        .chunks(64)
+        .all(|c| c.iter().fold(0u8, |acc, &b| acc | b) == 0)
+}
+
+thread_local! {
+    /// One zstd context per compression worker, kept across chunks (and saves at the same level).
+    static CCTX: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+}
+
+fn compress(raw: &RawChunk, level: i32, payloads: &BufferPool) -> Result<EncodedChunk, Error> {
+    CCTX.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((
+                level,
+                compressor(level).map_err(|e| Error::Compress(e.to_string()))?,
+            ));
+        }
+        let (_, cctx) = slot.as_mut().expect("just set");
+        encode_chunk(
+            raw.seq,
+            &raw.extents,
+            &raw.data[..raw.filled],
+            cctx,
+            payloads.get(),
+        )
+        .map_err(Error::Compress)
+    })
+}
+
+/// Reads, compresses in parallel, writes in order.
+fn pipeline<W: Write + Send>(
+    dev: &Device,
+    scan: &Scan,
+    header: &Header,
+    opts: &SaveOptions,
+    writer: ImageWriter<W>,
+    dest: &Path,
+    progress: &dyn Progress,
+) -> Result<(W, WriteSummary), Error> {
+    let threads = resolve_threads(opts.threads);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("rimage-zstd-{i}"))
+        .build()
+        .map_err(|e| Error::Compress(format!("cannot start {threads} threads: {e}")))?;
+    let raw_buffers = Arc::new(BufferPool::default());
+    let payloads = Arc::new(BufferPool::default());
+    let bs = u64::from(header.block_size);
+    let mut chunker = Chunker {
+        dev,
+        extents: scan.extents(dev),
+        pending: None,
+        bs,
+        target: header.chunk_target as usize,
+        zero_skip: header.unstored == Unstored::Zero,
+        source_size: header.source_size,
+        seq: 0,
+        pool: Arc::clone(&raw_buffers),
+    };
+    // A few chunks per thread in flight: enough to keep every worker busy while the writer
+    // waits for the oldest, bounded whatever the source size.
+    let window = threads * 2 + 2;
+    let (order_tx, order_rx) = sync_channel::<Receiver<Result<EncodedChunk, Error>>>(window);
+    progress.start("saving", header.used_blocks * bs);
+
+    let (read_result, writer) = std::thread::scope(|s| {
+        let writer_payloads = Arc::clone(&payloads);
+        let writer_thread = s.spawn(move || -> Result<ImageWriter<W>, Error> {
+            let mut writer = writer;
+            for rx in order_rx {
+                let chunk = rx
+                    .recv()
+                    .map_err(|_| Error::Compress("a compression worker stopped".into()))??;
+                let at = writer.position();
+                writer
+                    .write_chunk(&chunk)
+                    .map_err(|e| IoError::new(dest, "write", Some(at), e))?;
+                writer_payloads.put(chunk.payload);
+            }
+            Ok(writer)
+        });
+        let read_result = (|| -> Result<(), Error> {
+            while let Some(raw) = chunker.next_chunk(progress)? {
+                let (tx, rx) = sync_channel(1);
+                if order_tx.send(rx).is_err() {
+                    // The writer stopped; its error is the one to report.
+                    return Ok(());
+                }
+                let level = opts.level;
+                let (raw_buffers, payloads) = (Arc::clone(&raw_buffers), Arc::clone(&payloads));
+                pool.spawn(move || {
+                    let result = compress(&raw, level, &payloads);
+                    raw_buffers.put(raw.data);
+                    let _ = tx.send(result);
+                });
+            }
+            Ok(())
+        })();
+        drop(order_tx);
+        (
+            read_result,
+            writer_thread.join().expect("writer thread panicked"),
+        )
+    });
+    let writer = writer?;
+    read_result?;
+    progress.finish();
+    let at = writer.position();
+    writer
+        .finish()
+        .map_err(|e| Error::Io(IoError::new(dest, "write", Some(at), e)))
+}

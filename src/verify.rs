@@ -1,0 +1,222 @@
+//! verify: every check restore makes, on every chunk, in parallel, without writing anything;
+//! plus the index, the block order across chunks, the counts and the whole-image digest.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rayon::iter::{ParallelBridge, ParallelIterator};
+use serde::Serialize;
+
+use crate::Error;
+use crate::image::FormatError;
+use crate::image::chunk::ChunkRecord;
+use crate::image::file::ImageFile;
+use crate::image::header::Header;
+use crate::image::stream::{StreamError, StreamReader};
+use crate::progress::Progress;
+use crate::restore::{ImageSource, check_chunk, map_image, stdin_reader, with_decompressor};
+use crate::save::resolve_threads;
+
+/// The outcome of a verification.
+#[derive(Clone, Debug, Serialize)]
+pub struct VerifyReport {
+    /// The image.
+    pub image: PathBuf,
+    /// Whether every check passed.
+    pub ok: bool,
+    /// The header, when it could be read.
+    pub header: Option<Header>,
+    /// Chunks checked.
+    pub chunks: u64,
+    /// Blocks in the chunks checked.
+    pub stored_blocks: u64,
+    /// Bytes of the image read.
+    pub image_bytes: u64,
+    /// Every problem found, naming its region or chunk, in image order.
+    pub problems: Vec<String>,
+}
+
+/// Verifies an image.
+///
+/// # Errors
+/// Only when the image cannot be opened or read; problems with its contents are in the report.
+pub fn verify(
+    image: &ImageSource,
+    threads: usize,
+    progress: &dyn Progress,
+) -> Result<VerifyReport, Error> {
+    let threads = resolve_threads(threads);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("rimage-verify-{i}"))
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start {threads} threads: {e}")))?;
+    let path = image.path();
+    let mut report = VerifyReport {
+        image: path.to_path_buf(),
+        ok: false,
+        header: None,
+        chunks: 0,
+        stored_blocks: 0,
+        image_bytes: 0,
+        problems: Vec::new(),
+    };
+    // (position in the image, message): sorted before reporting.
+    let problems: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
+    let problem = |at: u64, e: &dyn std::fmt::Display| {
+        problems
+            .lock()
+            .expect("problems lock")
+            .push((at, e.to_string()))
+    };
+    match image {
+        ImageSource::File(p) => {
+            let map = map_image(p)?;
+            report.image_bytes = map.len() as u64;
+            let img = match ImageFile::parse(&map[..]) {
+                Ok(img) => img,
+                Err(e) => {
+                    report.problems.push(e.to_string());
+                    return Ok(report);
+                }
+            };
+            report.header = Some(img.header.clone());
+            let computed = img.index_digest();
+            if computed != img.trailer.digest {
+                problem(
+                    u64::MAX,
+                    &FormatError::Digest {
+                        stored: img.trailer.digest,
+                        computed,
+                    },
+                );
+            }
+            progress.start(
+                "verifying",
+                img.trailer.stored_blocks * u64::from(img.header.block_size),
+            );
+            pool.install(|| {
+                (0..img.index.len()).par_bridge().for_each(|i| {
+                    let entry = &img.index[i];
+                    let checked = img.record(i).and_then(|rec| {
+                        with_decompressor(|d, out| {
+                            check_chunk(&rec, &img.header, Some(entry), d, out)
+                        })
+                    });
+                    if let Err(e) = checked {
+                        problem(entry.offset, &e);
+                    }
+                    progress.advance(u64::from(entry.raw_len));
+                });
+            });
+            progress.finish();
+            report.chunks = img.index.len() as u64;
+            report.stored_blocks = img.trailer.stored_blocks;
+        }
+        ImageSource::Stdin => {
+            let mut reader = match StreamReader::new(stdin_reader()?) {
+                Ok(r) => r,
+                Err(StreamError::Format(e)) => {
+                    report.problems.push(e.to_string());
+                    return Ok(report);
+                }
+                Err(e) => return Err(Error::stream(path, e)),
+            };
+            let hdr = reader.header().clone();
+            report.header = Some(hdr.clone());
+            progress.start("verifying", hdr.used_blocks * u64::from(hdr.block_size));
+            let spans: Mutex<Vec<(u64, u64, u64, u64)>> = Mutex::new(Vec::new());
+            let stream_error: Mutex<Option<Error>> = Mutex::new(None);
+            let records = Records {
+                reader: &mut reader,
+                failed: false,
+                error: &stream_error,
+            };
+            pool.install(|| {
+                records.par_bridge().for_each(|(buf, offset)| {
+                    let checked = ChunkRecord::new(&buf, offset, hdr.block_size).and_then(|rec| {
+                        with_decompressor(|d, out| check_chunk(&rec, &hdr, None, d, out))
+                            .map(|c| (rec.header.seq, c))
+                    });
+                    match checked {
+                        Ok((seq, c)) => spans.lock().expect("spans lock").push((
+                            seq,
+                            c.first_block,
+                            c.end_block,
+                            c.blocks,
+                        )),
+                        Err(e) => problem(offset, &e),
+                    }
+                    progress.advance(buf.len() as u64);
+                });
+            });
+            progress.finish();
+            if let Some(e) = stream_error.into_inner().expect("lock") {
+                match e {
+                    Error::Image { source, .. } => problem(reader.position(), &source),
+                    other => return Err(other),
+                }
+            }
+            let mut spans = spans.into_inner().expect("lock");
+            spans.sort_unstable();
+            let mut prev_end = 0;
+            for &(seq, first, end, blocks) in &spans {
+                if first < prev_end {
+                    problem(
+                        u64::MAX - 1,
+                        &format!(
+                            "chunk {seq} (blocks {first}..{end}) is not after the previous chunk"
+                        ),
+                    );
+                }
+                prev_end = end;
+                report.stored_blocks += blocks;
+            }
+            report.chunks = spans.len() as u64;
+            report.image_bytes = reader.position();
+            if let Some(end) = reader.finish() {
+                for (i, (e, s)) in end.index.iter().zip(&spans).enumerate() {
+                    if (e.first_block, e.end_block) != (s.1, s.2) {
+                        problem(
+                            u64::MAX - 1,
+                            &format!("index entry {i}: block span differs from its chunk"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let mut problems = problems.into_inner().expect("lock");
+    problems.sort();
+    report.problems.extend(problems.into_iter().map(|(_, m)| m));
+    report.ok = report.problems.is_empty();
+    Ok(report)
+}
+
+/// Stream records for verification: stops at the first stream error, which it keeps.
+struct Records<'a, R> {
+    reader: &'a mut StreamReader<R>,
+    failed: bool,
+    error: &'a Mutex<Option<Error>>,
+}
+
+impl<R: std::io::Read> Iterator for Records<'_, R> {
+    type Item = (Vec<u8>, u64);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let mut buf = Vec::new();
+        match self.reader.next_record(&mut buf) {
+            Ok(Some(offset)) => Some((buf, offset)),
+            Ok(None) => None,
+            Err(e) => {
+                self.failed = true;
+                *self.error.lock().expect("error lock") =
+                    Some(Error::stream(Path::new("<stdin>"), e));
+                None
+            }
+        }
+    }
+}
