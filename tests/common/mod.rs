@@ -457,3 +457,84 @@ pub fn open_rw(path: &Path) -> File {
         .open(path)
         .unwrap()
 }
+
+/// A loop device over a file, detached on drop.
+pub struct LoopDev {
+    pub dev: PathBuf,
+}
+
+impl LoopDev {
+    /// Attaches `file` to a free loop device; `None` (with a note) where that is not possible.
+    pub fn new(file: &Path) -> Option<Self> {
+        let out = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(file)
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            eprintln!(
+                "note: cannot attach a loop device here ({}); skipping the block-device part",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return None;
+        }
+        Some(Self {
+            dev: PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()),
+        })
+    }
+}
+
+impl Drop for LoopDev {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+    }
+}
+
+/// The rimage binary built for these tests.
+pub fn rimage() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rimage"))
+}
+
+/// Asserts every block in `extents` is byte-identical in `a` and `b`.
+pub fn assert_blocks_equal(a: &Path, b: &Path, extents: &[rimage::fs::Extent], block_size: u32) {
+    let (fa, fb) = (File::open(a).unwrap(), File::open(b).unwrap());
+    let bs = u64::from(block_size);
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for e in extents {
+        let mut done = 0;
+        while done < e.len {
+            let n = (e.len - done).min(1024);
+            x.resize((n * bs) as usize, 0);
+            y.resize((n * bs) as usize, 0);
+            let off = (e.start + done) * bs;
+            fa.read_exact_at(&mut x, off).unwrap();
+            fb.read_exact_at(&mut y, off).unwrap();
+            if x != y {
+                let first = x
+                    .chunks(bs as usize)
+                    .zip(y.chunks(bs as usize))
+                    .position(|(p, q)| p != q)
+                    .unwrap();
+                panic!(
+                    "block {} differs between {} and {}",
+                    e.start + done + first as u64,
+                    a.display(),
+                    b.display()
+                );
+            }
+            done += n;
+        }
+    }
+}
+
+/// The used extents of an ext filesystem image, from rimage's own scanner.
+pub fn used_extents(img: &Path) -> (Vec<rimage::fs::Extent>, u32) {
+    let dev = rimage::source::Device::open(img).unwrap();
+    match rimage::fs::probe(&dev, rimage::fs::ext::ScanOptions::default()).unwrap() {
+        rimage::fs::Scan::Ext(fs) => (
+            fs.used_extents(&dev).collect::<Result<_, _>>().unwrap(),
+            fs.block_size(),
+        ),
+        rimage::fs::Scan::Raw(_) => panic!("{} is not ext", img.display()),
+    }
+}
