@@ -343,3 +343,35 @@ fn verify_passes_good_images_and_fails_a_flipped_payload_byte() {
         .unwrap();
     assert_eq!(piped.status.code(), Some(3));
 }
+
+#[test]
+fn unclean_filesystem_is_refused_unless_forced() {
+    if !have("mke2fs") {
+        eprintln!("SKIP: e2fsprogs is not installed");
+        return;
+    }
+    let t = build(case("ext4_small_fresh"));
+    // Set the "errors" bit in s_state and fix the superblock checksum (metadata_csum).
+    let f = common::open_rw(&t.img);
+    let mut sb = [0u8; 1024];
+    f.read_exact_at(&mut sb, 1024).unwrap();
+    sb[0x3A] |= 2;
+    let csum = !crc32c::crc32c(&sb[..0x3FC]);
+    sb[0x3FC..].copy_from_slice(&csum.to_le_bytes());
+    f.write_all_at(&sb, 1024).unwrap();
+    drop(f);
+
+    let image = t.dir.path().join("unclean.rimg");
+    let err = rimage::save(&t.img, &Destination::File(image.clone()), &SaveOptions::default(), &NoProgress).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("has recorded errors") && msg.contains("e2fsck -f") && msg.contains("--force"), "{msg}");
+    assert!(!image.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(t.dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains("rimage-partial")).collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+
+    let report = save(&t.img, &image, SaveOptions { force: true, ..SaveOptions::default() });
+    assert_eq!(report.header.flags & rimage::image::header::FLAG_FORCED_UNCLEAN, 1);
+    // An existing image is not replaced without --overwrite.
+    let again = rimage::save(&t.img, &Destination::File(image.clone()), &SaveOptions { force: true, ..SaveOptions::default() }, &NoProgress);
+    assert!(format!("{:#}", again.unwrap_err()).contains("--overwrite"));
+}
