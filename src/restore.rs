@@ -151,6 +151,17 @@ pub(crate) fn map_image(path: &Path) -> Result<Mmap, Error> {
     Ok(map)
 }
 
+/// Drops a processed part of a mapped image from this process's memory (the page cache keeps
+/// it), so that restoring or verifying a large image does not grow the resident set by the
+/// size of the image.
+pub(crate) fn release(map: &Mmap, offset: u64, len: usize) {
+    // SAFETY: the map is a read-only shared file mapping: after MADV_DONTNEED, a later access
+    // reads the same bytes back from the file; nothing in it is private or anonymous.
+    let _ = unsafe {
+        map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset as usize, len)
+    };
+}
+
 /// Standard input as a plain file (a duplicate of fd 0), so that it can move between threads.
 pub(crate) fn stdin_reader() -> Result<BufReader<File>, Error> {
     let fd = rustix::stdio::stdin()
@@ -203,15 +214,11 @@ pub fn restore(
                     .par_bridge()
                     .map(|i| -> Result<_, Error> {
                         let rec = img.record(i).map_err(|e| Error::image(path, e))?;
-                        write_chunk(
-                            &rec,
-                            &hdr,
-                            Some(&img.index[i]),
-                            &tgt,
-                            opts.free_space,
-                            path,
-                            progress,
-                        )
+                        let entry = Some(&img.index[i]);
+                        let done =
+                            write_chunk(&rec, &hdr, entry, &tgt, opts.free_space, path, progress);
+                        release(&map, rec.offset, rec.bytes().len());
+                        done
                     })
                     .collect::<Result<Vec<_>, Error>>()
             })?;
@@ -326,6 +333,9 @@ fn write_chunk(
             }
             prev_end = Some(e.end());
         }
+        // Start writing this chunk's span to disk now rather than all at the final fsync.
+        let span = (c.end_block - c.first_block) * bs;
+        crate::source::start_writeback(tgt.file(), c.first_block * bs, span);
         progress.advance(c.blocks * bs);
         Ok(ChunkDone {
             seq: rec.header.seq,

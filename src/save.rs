@@ -257,7 +257,9 @@ fn write_file(
     path: &Path,
     header: &Header,
     overwrite: bool,
-    body: impl FnOnce(ImageWriter<BufWriter<&File>>) -> Result<(BufWriter<&File>, WriteSummary), Error>,
+    body: impl FnOnce(
+        ImageWriter<BufWriter<StreamedFile<'_>>>,
+    ) -> Result<(BufWriter<StreamedFile<'_>>, WriteSummary), Error>,
 ) -> Result<WriteSummary, Error> {
     let name = path
         .file_name()
@@ -279,7 +281,15 @@ fn write_file(
         .map_err(|e| IoError::new(dir, "create a temporary file in", None, e))?;
     let tmp_path = tmp.path().to_path_buf();
     let summary = {
-        let out = BufWriter::with_capacity(1 << 20, tmp.as_file());
+        let out = BufWriter::with_capacity(
+            1 << 20,
+            StreamedFile {
+                file: tmp.as_file(),
+                pos: 0,
+                kicked: 0,
+                dropped: 0,
+            },
+        );
         let w = ImageWriter::new(out, header)
             .map_err(|e| IoError::new(&tmp_path, "write", Some(0), e))?;
         let (out, summary) = body(w)?;
@@ -300,6 +310,39 @@ fn write_file(
         .and_then(|d| d.sync_all())
         .map_err(|e| IoError::new(dir, "fsync directory", None, e))?;
     Ok(summary)
+}
+
+/// How much is written between writeback kicks.
+const WRITEBACK_WINDOW: u64 = 64 << 20;
+
+/// The image file as the writer sees it: every [`WRITEBACK_WINDOW`] bytes it starts writeback
+/// of what was just written and drops the window before that from the page cache once it is on
+/// disk. A long save then neither stalls at the final fsync nor fills memory with the image.
+struct StreamedFile<'a> {
+    file: &'a File,
+    pos: u64,
+    /// Writeback was started for everything before this.
+    kicked: u64,
+    /// Everything before this is on disk and out of the page cache.
+    dropped: u64,
+}
+
+impl Write for StreamedFile<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = (&mut &*self.file).write(buf)?;
+        self.pos += n as u64;
+        if self.pos - self.kicked >= WRITEBACK_WINDOW {
+            crate::source::start_writeback(self.file, self.kicked, self.pos - self.kicked);
+            crate::source::drop_written(self.file, self.dropped, self.kicked - self.dropped);
+            self.dropped = self.kicked;
+            self.kicked = self.pos;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Buffers handed back and forth between stages instead of being reallocated per chunk.

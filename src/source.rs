@@ -187,3 +187,33 @@ pub fn block_device_size(file: &File) -> io::Result<u64> {
     let size = unsafe { ioctl(file, Getter::<BLKGETSIZE64, u64>::new()) }?;
     Ok(size)
 }
+
+/// Starts writeback of `len` bytes at `offset` without waiting for it
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). Long writes kick writeback as they go so that
+/// the final fsync does not stall on gigabytes of dirty pages. Errors are ignored: this is a
+/// hint, and the final fsync reports any failure.
+pub fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: plain syscall on an open descriptor; no memory is passed.
+    unsafe { libc::sync_file_range(file.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE) };
+}
+
+/// Waits until `len` bytes at `offset` are on disk and drops them from the page cache, so that
+/// writing a large image does not push everything else out of memory. A hint; errors ignored.
+pub fn drop_written(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: plain syscalls on an open descriptor; no memory is passed.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), off, n, flags);
+        libc::posix_fadvise(file.as_raw_fd(), off, n, libc::POSIX_FADV_DONTNEED);
+    }
+}

@@ -14,7 +14,9 @@ use crate::image::file::ImageFile;
 use crate::image::header::Header;
 use crate::image::stream::{StreamError, StreamReader};
 use crate::progress::Progress;
-use crate::restore::{ImageSource, check_chunk, map_image, stdin_reader, with_decompressor};
+use crate::restore::{
+    ImageSource, check_chunk, map_image, release, stdin_reader, with_decompressor,
+};
 use crate::save::resolve_threads;
 
 /// The outcome of a verification.
@@ -106,6 +108,11 @@ pub fn verify(
                     if let Err(e) = checked {
                         problem(entry.offset, &e);
                     }
+                    let end = img
+                        .index
+                        .get(i + 1)
+                        .map_or(img.trailer.index_offset, |e| e.offset);
+                    release(&map, entry.offset, (end - entry.offset) as usize);
                     progress.advance(u64::from(entry.raw_len));
                 });
             });

@@ -362,16 +362,47 @@ fn unclean_filesystem_is_refused_unless_forced() {
     drop(f);
 
     let image = t.dir.path().join("unclean.rimg");
-    let err = rimage::save(&t.img, &Destination::File(image.clone()), &SaveOptions::default(), &NoProgress).unwrap_err();
+    let err = rimage::save(
+        &t.img,
+        &Destination::File(image.clone()),
+        &SaveOptions::default(),
+        &NoProgress,
+    )
+    .unwrap_err();
     let msg = format!("{err:#}");
-    assert!(msg.contains("has recorded errors") && msg.contains("e2fsck -f") && msg.contains("--force"), "{msg}");
+    assert!(
+        msg.contains("has recorded errors") && msg.contains("e2fsck -f") && msg.contains("--force"),
+        "{msg}"
+    );
     assert!(!image.exists());
-    let leftovers: Vec<_> = std::fs::read_dir(t.dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains("rimage-partial")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(t.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("rimage-partial"))
+        .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 
-    let report = save(&t.img, &image, SaveOptions { force: true, ..SaveOptions::default() });
-    assert_eq!(report.header.flags & rimage::image::header::FLAG_FORCED_UNCLEAN, 1);
+    let report = save(
+        &t.img,
+        &image,
+        SaveOptions {
+            force: true,
+            ..SaveOptions::default()
+        },
+    );
+    assert_eq!(
+        report.header.flags & rimage::image::header::FLAG_FORCED_UNCLEAN,
+        1
+    );
     // An existing image is not replaced without --overwrite.
-    let again = rimage::save(&t.img, &Destination::File(image.clone()), &SaveOptions { force: true, ..SaveOptions::default() }, &NoProgress);
+    let again = rimage::save(
+        &t.img,
+        &Destination::File(image.clone()),
+        &SaveOptions {
+            force: true,
+            ..SaveOptions::default()
+        },
+        &NoProgress,
+    );
     assert!(format!("{:#}", again.unwrap_err()).contains("--overwrite"));
 }
