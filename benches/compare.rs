@@ -170,6 +170,26 @@ fn dump_used(img: &Path, out: &Path) -> u64 {
     pos
 }
 
+/// Writes the non-zero 4 KiB blocks of `img` (what a raw save stores) to `out`.
+fn dump_nonzero(img: &Path, out: &Path) -> u64 {
+    let src = std::fs::File::open(img).unwrap();
+    let file = std::fs::File::create(out).unwrap();
+    let mut buf = vec![0u8; 4 << 20];
+    let (mut pos, mut at) = (0u64, 0u64);
+    loop {
+        let n = src.read_at(&mut buf, at).unwrap();
+        if n == 0 {
+            break;
+        }
+        for block in buf[..n].chunks(4096).filter(|b| b.iter().any(|&x| x != 0)) {
+            file.write_all_at(block, pos).unwrap();
+            pos += block.len() as u64;
+        }
+        at += n as u64;
+    }
+    pos
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -356,6 +376,12 @@ fn main() {
     }
     let _ = std::fs::remove_file(&shm);
 
+    eprintln!("raw-mode compression ceiling (non-zero blocks in memory):");
+    let nonzero = dump_nonzero(&corpus, &shm);
+    eprintln!("  non-zero blocks: {:.2} GiB", nonzero as f64 / (1u64 << 30) as f64);
+    cx.measure(&format!("zstd -T{cores} -3 (raw ceiling)"), &format!("zstd -q -T{cores} -3 -c {} > /dev/null", shm.display()), false, None, none);
+    let _ = std::fs::remove_file(&shm);
+
     eprintln!("raw save:");
     for cache in [true, false] {
         cx.measure(
@@ -540,6 +566,8 @@ fn report(cx: &Ctx, root: &Path, used: u64, size: u64, cores: usize, scaling: &[
         "≥ 4×",
         raw_speed >= 4.0,
     );
+    let raw_ceiling = m("rimage save --raw", "warm").median.wall / m(&format!("zstd -T{cores} -3 (raw ceiling)"), "warm").median.wall;
+    add("raw save time vs raw compression ceiling (warm)".into(), raw_ceiling, "-", true);
     let raw_size = m("rimage save --raw", "warm").output_bytes.unwrap() as f64
         / m("partclone.dd | zstd -3", "warm").output_bytes.unwrap() as f64;
     add(
