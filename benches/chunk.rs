@@ -5,7 +5,7 @@ mod common;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rimage::fs::Extent;
-use rimage::image::chunk::{ChunkRecord, compressor, encode_chunk};
+use rimage::image::chunk::{ChunkExtent, ChunkRecord, compressor, encode_chunk};
 
 const CHUNK: usize = 4 << 20;
 

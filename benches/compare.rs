@@ -378,8 +378,17 @@ fn main() {
 
     eprintln!("raw-mode compression ceiling (non-zero blocks in memory):");
     let nonzero = dump_nonzero(&corpus, &shm);
-    eprintln!("  non-zero blocks: {:.2} GiB", nonzero as f64 / (1u64 << 30) as f64);
-    cx.measure(&format!("zstd -T{cores} -3 (raw ceiling)"), &format!("zstd -q -T{cores} -3 -c {} > /dev/null", shm.display()), false, None, none);
+    eprintln!(
+        "  non-zero blocks: {:.2} GiB",
+        nonzero as f64 / (1u64 << 30) as f64
+    );
+    cx.measure(
+        &format!("zstd -T{cores} -3 (raw ceiling)"),
+        &format!("zstd -q -T{cores} -3 -c {} > /dev/null", shm.display()),
+        false,
+        None,
+        none,
+    );
     let _ = std::fs::remove_file(&shm);
 
     eprintln!("raw save:");
@@ -566,8 +575,16 @@ fn report(cx: &Ctx, root: &Path, used: u64, size: u64, cores: usize, scaling: &[
         "≥ 4×",
         raw_speed >= 4.0,
     );
-    let raw_ceiling = m("rimage save --raw", "warm").median.wall / m(&format!("zstd -T{cores} -3 (raw ceiling)"), "warm").median.wall;
-    add("raw save time vs raw compression ceiling (warm)".into(), raw_ceiling, "-", true);
+    let raw_ceiling = m("rimage save --raw", "warm").median.wall
+        / m(&format!("zstd -T{cores} -3 (raw ceiling)"), "warm")
+            .median
+            .wall;
+    add(
+        "raw save time vs raw compression ceiling (warm)".into(),
+        raw_ceiling,
+        "-",
+        true,
+    );
     let raw_size = m("rimage save --raw", "warm").output_bytes.unwrap() as f64
         / m("partclone.dd | zstd -3", "warm").output_bytes.unwrap() as f64;
     add(

@@ -3,7 +3,7 @@
 mod common;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use rimage::{Destination, FreeSpace, ImageSource, NoProgress, RestoreOptions, SaveOptions};
+use rimage::{Destination, ImageSource, NoProgress, RestoreOptions, SaveOptions};
 
 fn bench(c: &mut Criterion) {
     if !common::have_mke2fs() {
@@ -39,10 +39,7 @@ fn bench(c: &mut Criterion) {
             rimage::restore(
                 &ImageSource::File(image.clone()),
                 &target,
-                &RestoreOptions {
-                    threads: 0,
-                    free_space: FreeSpace::Leave,
-                },
+                &RestoreOptions::default(),
                 &NoProgress,
             )
             .unwrap()

@@ -11,7 +11,9 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use rimage::fs::FsType;
-use rimage::{Destination, FreeSpace, ImageSource, Progress, RestoreOptions, SaveOptions};
+use rimage::{
+    Destination, ExpectUuid, FreeSpace, ImageSource, Progress, RestoreOptions, SaveOptions,
+};
 
 /// Exit status: success.
 pub const EXIT_OK: u8 = 0;
@@ -100,6 +102,10 @@ enum Command {
         /// Discard (TRIM) the filesystem's free blocks; where the device cannot, zero them.
         #[arg(long)]
         discard: bool,
+        /// Refuse, before writing anything, unless TARGET currently holds a filesystem with
+        /// this UUID ("image": the image's own UUID). For scripted and multicast restores.
+        #[arg(long, value_name = "UUID|image", value_parser = parse_expect_uuid)]
+        expect_uuid: Option<ExpectUuid>,
         #[command(flatten)]
         out: Output,
     },
@@ -126,6 +132,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_expect_uuid(s: &str) -> Result<ExpectUuid, String> {
+    if s == "image" {
+        Ok(ExpectUuid::Image)
+    } else {
+        s.parse().map(ExpectUuid::Uuid)
+    }
 }
 
 fn parse_chunk_size(s: &str) -> Result<u32, String> {
@@ -210,6 +224,7 @@ pub fn try_main() -> Result<ExitCode> {
             threads,
             zero_free,
             discard,
+            expect_uuid,
             out,
         } => {
             let source = image_source(image);
@@ -228,6 +243,7 @@ pub fn try_main() -> Result<ExitCode> {
                 &RestoreOptions {
                     threads,
                     free_space,
+                    expect_uuid,
                 },
                 &bar,
             )?;

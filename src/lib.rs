@@ -9,6 +9,8 @@
 
 pub mod error;
 pub mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod image;
 pub mod info;
 pub mod progress;
@@ -21,6 +23,6 @@ pub mod verify;
 pub use error::Error;
 pub use info::{ImageInfo, SourceInfo, inspect_image, inspect_source, is_image};
 pub use progress::{NoProgress, Progress};
-pub use restore::{FreeSpace, ImageSource, RestoreOptions, RestoreReport, restore};
+pub use restore::{ExpectUuid, FreeSpace, ImageSource, RestoreOptions, RestoreReport, restore};
 pub use save::{Destination, SaveOptions, SaveReport, save};
 pub use verify::{VerifyReport, verify};

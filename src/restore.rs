@@ -16,6 +16,7 @@ use rayon::iter::{ParallelBridge, ParallelIterator};
 use serde::Serialize;
 
 use crate::Error;
+use crate::fs::{FsType, Identity, Uuid, identify};
 use crate::image::chunk::{CheckedChunk, ChunkRecord};
 use crate::image::digest::chunk_hash;
 use crate::image::file::ImageFile;
@@ -24,7 +25,7 @@ use crate::image::stream::StreamReader;
 use crate::image::{ChunkId, FormatError, IndexEntry, Unstored};
 use crate::progress::Progress;
 use crate::save::resolve_threads;
-use crate::source::IoError;
+use crate::source::{Device, IoError, mounts_of};
 use crate::target::Target;
 
 /// Where an image is read from.
@@ -59,6 +60,15 @@ pub enum FreeSpace {
     Discard,
 }
 
+/// Which filesystem UUID the target must hold before it is overwritten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpectUuid {
+    /// The image's own UUID (re-imaging a node from the image it was made from).
+    Image,
+    /// This UUID.
+    Uuid(Uuid),
+}
+
 /// How to restore.
 #[derive(Clone, Debug, Default)]
 pub struct RestoreOptions {
@@ -66,6 +76,8 @@ pub struct RestoreOptions {
     pub threads: usize,
     /// Treatment of free space (raw images always zero their unstored blocks).
     pub free_space: FreeSpace,
+    /// Refuse (before writing) unless the target currently holds a filesystem with this UUID.
+    pub expect_uuid: Option<ExpectUuid>,
 }
 
 /// What a restore did.
@@ -85,8 +97,12 @@ pub struct RestoreReport {
     pub bytes_written: u64,
     /// Bytes of unstored blocks zeroed or discarded.
     pub bytes_cleared: u64,
+    /// Used blocks written as zeros (unused inode tables: not stored in the image).
+    pub blocks_zeroed: u64,
     /// What was done with unstored blocks.
     pub free_space: FreeSpace,
+    /// What the target held before the restore.
+    pub target_before: Identity,
 }
 
 thread_local! {
@@ -204,6 +220,7 @@ pub fn restore(
                 ));
             }
             let hdr = img.header.clone();
+            let before = check_target(target, &hdr, opts, progress)?;
             let tgt = Target::open(target, hdr.source_size)?;
             progress.start(
                 "restoring",
@@ -223,12 +240,13 @@ pub fn restore(
                     .collect::<Result<Vec<_>, Error>>()
             })?;
             progress.finish();
-            finish(path, &hdr, spans, &tgt, opts.free_space)
+            finish(path, &hdr, spans, &tgt, opts.free_space, before)
         }
         ImageSource::Stdin => {
             let mut reader =
                 StreamReader::new(stdin_reader()?).map_err(|e| Error::stream(path, e))?;
             let hdr = reader.header().clone();
+            let before = check_target(target, &hdr, opts, progress)?;
             let tgt = Target::open(target, hdr.source_size)?;
             progress.start("restoring", hdr.used_blocks * u64::from(hdr.block_size));
             let records = Records {
@@ -270,9 +288,72 @@ pub fn restore(
                     ));
                 }
             }
-            finish(path, &hdr, spans, &tgt, opts.free_space)
+            finish(path, &hdr, spans, &tgt, opts.free_space, before)
         }
     }
+}
+
+/// Refuses a mounted target; says what the target holds when that is not the image's
+/// filesystem; enforces `--expect-uuid`. Nothing has been written when this returns.
+fn check_target(
+    target: &Path,
+    hdr: &Header,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<Identity, Error> {
+    let exists = target.exists();
+    if exists {
+        let mounts = mounts_of(target)
+            .map_err(|e| IoError::new(target, "look up the mounts of", None, e))?;
+        if let Some(m) = mounts.first() {
+            return Err(Error::refused(
+                target,
+                format!(
+                    "mounted at {} (as {}); unmount it first. Nothing was written",
+                    m.mount_point.display(),
+                    m.device
+                ),
+            ));
+        }
+    }
+    let before = match Device::open(target) {
+        Ok(dev) => identify(&dev),
+        Err(_) => Identity {
+            fs_type: FsType::Raw,
+            label: String::new(),
+            uuid: None,
+        },
+    };
+    let image = Identity {
+        fs_type: hdr.source_type.fs_type(),
+        label: hdr.label.clone(),
+        uuid: (hdr.uuid != Uuid::default()).then_some(hdr.uuid),
+    };
+    if exists && before.uuid != image.uuid {
+        progress.note(&format!(
+            "{} currently holds {before}; the image holds {image}",
+            target.display()
+        ));
+    }
+    if let Some(expect) = opts.expect_uuid {
+        let want = match expect {
+            ExpectUuid::Image => image.uuid,
+            ExpectUuid::Uuid(u) => Some(u),
+        };
+        if want.is_none() || before.uuid != want {
+            let want = want.map_or_else(
+                || "a UUID (the image has none)".to_string(),
+                |u| u.to_string(),
+            );
+            return Err(Error::refused(
+                target,
+                format!(
+                    "currently holds {before}, but --expect-uuid asks for {want}; nothing was written"
+                ),
+            ));
+        }
+    }
+    Ok(before)
 }
 
 /// The records of a stream, pulled one at a time by whichever worker is free.
@@ -301,6 +382,7 @@ struct ChunkDone {
     first_block: u64,
     end_block: u64,
     blocks: u64,
+    zero_blocks: u64,
     /// Bytes cleared in the gaps between its extents.
     cleared: u64,
 }
@@ -321,27 +403,34 @@ fn write_chunk(
         let mut pos = 0usize;
         let mut prev_end: Option<u64> = None;
         let mut cleared = 0;
-        for e in &c.extents {
+        for ce in &c.extents {
+            let e = ce.extent;
+            if let Some(p) = prev_end {
+                cleared += clear(tgt, hdr, free, p, e.start)?;
+            }
+            prev_end = Some(e.end());
+            if ce.zero {
+                // Used blocks whose contents never mattered (unused inode tables): zeros.
+                clear(tgt, hdr, FreeSpace::Zero, e.start, e.end())?;
+                continue;
+            }
             let len = (e.len * bs) as usize;
             let offset = e.start * bs;
             // Never write at or past the source size (a raw image's last block may be partial).
             let keep = hdr.source_size.saturating_sub(offset).min(len as u64) as usize;
             tgt.write_at(&out[pos..pos + keep], offset)?;
             pos += len;
-            if let Some(p) = prev_end {
-                cleared += clear(tgt, hdr, free, p, e.start)?;
-            }
-            prev_end = Some(e.end());
         }
         // Start writing this chunk's span to disk now rather than all at the final fsync.
         let span = (c.end_block - c.first_block) * bs;
         crate::source::start_writeback(tgt.file(), c.first_block * bs, span);
-        progress.advance(c.blocks * bs);
+        progress.advance((c.blocks + c.zero_blocks) * bs);
         Ok(ChunkDone {
             seq: rec.header.seq,
             first_block: c.first_block,
             end_block: c.end_block,
             blocks: c.blocks,
+            zero_blocks: c.zero_blocks,
             cleared,
         })
     })
@@ -379,6 +468,7 @@ fn finish(
     mut spans: Vec<ChunkDone>,
     tgt: &Target,
     free: FreeSpace,
+    target_before: Identity,
 ) -> Result<RestoreReport, Error> {
     spans.sort_unstable_by_key(|s| s.seq);
     let mut cleared: u64 = spans.iter().map(|s| s.cleared).sum();
@@ -411,6 +501,7 @@ fn finish(
     cleared += clear(tgt, hdr, free, prev_end, hdr.total_blocks)?;
     tgt.sync()?;
     let blocks: u64 = spans.iter().map(|s| s.blocks).sum();
+    let blocks_zeroed: u64 = spans.iter().map(|s| s.zero_blocks).sum();
     let effective = if hdr.unstored == Unstored::Zero {
         FreeSpace::Zero
     } else {
@@ -424,6 +515,8 @@ fn finish(
         blocks_written: blocks,
         bytes_written: blocks * u64::from(hdr.block_size),
         bytes_cleared: cleared,
+        blocks_zeroed,
         free_space: effective,
+        target_before,
     })
 }

@@ -19,14 +19,14 @@ use crate::Error;
 use crate::fs::ext::ScanOptions;
 use crate::fs::raw::RawLayout;
 use crate::fs::{self, Extent, FsInfo, FsType, Scan};
-use crate::image::chunk::{EncodedChunk, compressor, encode_chunk};
+use crate::image::chunk::{ChunkExtent, EncodedChunk, ZERO_EXTENT, compressor, encode_chunk};
 use crate::image::header::{FLAG_FORCED_UNCLEAN, Header};
 use crate::image::writer::{ImageWriter, WriteSummary};
 use crate::image::{
     Compression, MAX_CHUNK_EXTENTS, MAX_CHUNK_RAW, MIN_CHUNK_TARGET, SourceType, Unstored, Version,
 };
 use crate::progress::Progress;
-use crate::source::{Device, IoError};
+use crate::source::{Device, IoError, mounts_of};
 
 /// How to save.
 #[derive(Clone, Debug)]
@@ -80,6 +80,9 @@ pub struct SaveReport {
     pub chunks: u64,
     /// Blocks stored.
     pub stored_blocks: u64,
+    /// Used blocks not stored because their contents never mattered (unused inode tables);
+    /// restore writes zeros there.
+    pub zero_blocks: u64,
     /// Uncompressed bytes stored.
     pub stored_bytes: u64,
     /// Bytes read from the source.
@@ -124,6 +127,7 @@ pub fn save(
         )));
     }
     let dev = Device::open(source)?;
+    check_mounts(source, opts.force, progress)?;
     let scan = if opts.raw {
         Scan::Raw(RawLayout::new(dev.size_bytes()))
     } else {
@@ -167,12 +171,39 @@ pub fn save(
         image,
         chunks: summary.chunks,
         stored_blocks: summary.stored_blocks,
+        zero_blocks: summary.zero_blocks,
         stored_bytes: summary.stored_blocks * bs,
         read_bytes: header.used_blocks * bs,
         image_bytes: summary.image_bytes,
         digest: format!("{:032x}", summary.digest),
         header,
     })
+}
+
+/// Refuses a source mounted read-write unless forced: the filesystem changes while it is read.
+fn check_mounts(source: &Path, force: bool, progress: &dyn Progress) -> Result<(), Error> {
+    let mounts =
+        mounts_of(source).map_err(|e| IoError::new(source, "look up the mounts of", None, e))?;
+    let Some(m) = mounts.iter().find(|m| m.read_write) else {
+        return Ok(());
+    };
+    let at = m.mount_point.display();
+    if !force {
+        return Err(Error::refused(
+            source,
+            format!(
+                "mounted read-write at {at}: an image of a filesystem in use would be inconsistent. Unmount it, \
+                 remount it read-only (mount -o remount,ro {at}), freeze it (fsfreeze -f {at}; fsfreeze -u {at} \
+                 afterwards) or image an LVM snapshot; --force images it as it is"
+            ),
+        ));
+    }
+    progress.note(&format!(
+        "{} is mounted read-write at {at}; imaging it anyway (--force): the image may be inconsistent. \
+         Prefer fsfreeze -f {at} or an LVM snapshot",
+        source.display()
+    ));
+    Ok(())
 }
 
 /// Refuses a filesystem that is not clean unless forced; returns the header flags.
@@ -277,6 +308,9 @@ fn write_file(
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{}.", name.to_string_lossy()))
         .suffix(".rimage-partial")
+        // Like any new file (0666 less the umask), not tempfile's private 0600: images are
+        // shared from the head node.
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(dir)
         .map_err(|e| IoError::new(dir, "create a temporary file in", None, e))?;
     let tmp_path = tmp.path().to_path_buf();
@@ -362,16 +396,62 @@ impl BufferPool {
 /// Uncompressed blocks of one chunk.
 struct RawChunk {
     seq: u64,
-    extents: Vec<Extent>,
+    extents: Vec<ChunkExtent>,
     data: Vec<u8>,
     filled: usize,
+}
+
+/// Used extents cut into data pieces and zero pieces (the blocks the scan says must read as
+/// zeros but need not be copied: unused inode tables), in block order.
+struct Pieces<'a> {
+    extents: Box<dyn Iterator<Item = Result<Extent, crate::fs::ext::ExtError>> + 'a>,
+    /// Sorted, disjoint; consumed from the front.
+    zeros: &'a [Extent],
+    pending: Option<Extent>,
+}
+
+impl Iterator for Pieces<'_> {
+    type Item = Result<ChunkExtent, crate::fs::ext::ExtError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let ext = match self.pending.take() {
+            Some(e) => e,
+            None => match self.extents.next()? {
+                Ok(e) => e,
+                Err(e) => return Some(Err(e)),
+            },
+        };
+        while self.zeros.first().is_some_and(|z| z.end() <= ext.start) {
+            self.zeros = &self.zeros[1..];
+        }
+        let (len, zero) = match self.zeros.first() {
+            Some(z) if z.start <= ext.start => (z.end().min(ext.end()) - ext.start, true),
+            Some(z) if z.start < ext.end() => (z.start - ext.start, false),
+            _ => (ext.len, false),
+        };
+        // Extent lengths in a record are below 2^31 blocks.
+        let len = len.min(u64::from(ZERO_EXTENT - 1));
+        if len < ext.len {
+            self.pending = Some(Extent {
+                start: ext.start + len,
+                len: ext.len - len,
+            });
+        }
+        Some(Ok(ChunkExtent {
+            extent: Extent {
+                start: ext.start,
+                len,
+            },
+            zero,
+        }))
+    }
 }
 
 /// Reads used extents into chunks of about the target size, in block order.
 struct Chunker<'a> {
     dev: &'a Device,
-    extents: Box<dyn Iterator<Item = Result<Extent, crate::fs::ext::ExtError>> + 'a>,
-    pending: Option<Extent>,
+    pieces: Pieces<'a>,
+    pending: Option<ChunkExtent>,
     bs: u64,
     target: usize,
     zero_skip: bool,
@@ -386,45 +466,59 @@ impl Chunker<'_> {
         let mut data = self.pool.get();
         data.resize(self.target, 0);
         let mut filled = 0usize;
-        let mut extents: Vec<Extent> = Vec::new();
+        let mut extents: Vec<ChunkExtent> = Vec::new();
         while filled < self.target && extents.len() < MAX_CHUNK_EXTENTS as usize {
-            let ext = match self.pending.take() {
-                Some(e) => e,
-                None => match self.extents.next() {
-                    Some(e) => e.map_err(|e| Error::ext(self.dev.path(), e))?,
+            let piece = match self.pending.take() {
+                Some(p) => p,
+                None => match self.pieces.next() {
+                    Some(p) => p.map_err(|e| Error::ext(self.dev.path(), e))?,
                     None => break,
                 },
             };
+            let ext = piece.extent;
+            if piece.zero {
+                push_merged(&mut extents, piece);
+                progress.advance(ext.len * self.bs);
+                continue;
+            }
             let mut n = ext.len.min(((self.target - filled) / bs) as u64);
             if self.zero_skip {
                 // Each kept block can start an extent.
                 n = n.min(u64::from(MAX_CHUNK_EXTENTS) - extents.len() as u64);
             }
             if n < ext.len {
-                self.pending = Some(Extent {
+                let rest = Extent {
                     start: ext.start + n,
                     len: ext.len - n,
+                };
+                self.pending = Some(ChunkExtent {
+                    extent: rest,
+                    zero: false,
                 });
             }
-            let piece = &mut data[filled..filled + n as usize * bs];
-            self.read_blocks(ext.start, piece)?;
+            let buf = &mut data[filled..filled + n as usize * bs];
+            self.read_blocks(ext.start, buf)?;
             progress.advance(n * self.bs);
             if self.zero_skip {
                 let mut kept = 0usize;
                 for i in 0..n as usize {
                     let block = i * bs;
-                    if is_zero(&piece[block..block + bs]) {
+                    if is_zero(&buf[block..block + bs]) {
                         continue;
                     }
                     if kept != i {
-                        piece.copy_within(block..block + bs, kept * bs);
+                        buf.copy_within(block..block + bs, kept * bs);
                     }
                     kept += 1;
+                    let one = Extent {
+                        start: ext.start + i as u64,
+                        len: 1,
+                    };
                     push_merged(
                         &mut extents,
-                        Extent {
-                            start: ext.start + i as u64,
-                            len: 1,
+                        ChunkExtent {
+                            extent: one,
+                            zero: false,
                         },
                     );
                 }
@@ -432,12 +526,15 @@ impl Chunker<'_> {
             } else {
                 push_merged(
                     &mut extents,
-                    Extent {
-                        start: ext.start,
-                        len: n,
+                    ChunkExtent {
+                        extent: Extent {
+                            start: ext.start,
+                            len: n,
+                        },
+                        zero: false,
                     },
                 );
-                filled += piece.len();
+                filled += buf.len();
             }
         }
         if extents.is_empty() {
@@ -455,21 +552,37 @@ impl Chunker<'_> {
     }
 
     /// Reads whole blocks from `start`; a last partial block past the source size reads as zeros.
+    /// A failed read is retried block by block so that the error names the first bad block.
     fn read_blocks(&self, start: u64, buf: &mut [u8]) -> Result<(), Error> {
         let offset = start * self.bs;
         let avail = self
             .source_size
             .saturating_sub(offset)
             .min(buf.len() as u64) as usize;
-        self.dev.read_at_checked(&mut buf[..avail], offset)?;
+        if let Err(e) = self.dev.read_at_checked(&mut buf[..avail], offset) {
+            let bs = self.bs as usize;
+            for (i, block) in buf[..avail].chunks_mut(bs).enumerate() {
+                self.dev.read_at_checked(block, offset + (i * bs) as u64)?;
+            }
+            // The whole read failed but no single block does: report the whole read.
+            return Err(e.into());
+        }
         buf[avail..].fill(0);
         Ok(())
     }
 }
 
-fn push_merged(extents: &mut Vec<Extent>, e: Extent) {
+/// Appends `e`, extending the last extent instead when it is of the same kind, adjacent, and
+/// the sum stays below the record's length limit.
+fn push_merged(extents: &mut Vec<ChunkExtent>, e: ChunkExtent) {
     match extents.last_mut() {
-        Some(last) if last.end() == e.start => last.len += e.len,
+        Some(last)
+            if last.zero == e.zero
+                && last.extent.end() == e.extent.start
+                && last.extent.len + e.extent.len < u64::from(ZERO_EXTENT) =>
+        {
+            last.extent.len += e.extent.len
+        }
         _ => extents.push(e),
     }
 }
@@ -528,7 +641,11 @@ fn pipeline<W: Write + Send>(
     let bs = u64::from(header.block_size);
     let mut chunker = Chunker {
         dev,
-        extents: scan.extents(dev),
+        pieces: Pieces {
+            extents: scan.extents(dev),
+            zeros: scan.zero_extents(),
+            pending: None,
+        },
         pending: None,
         bs,
         target: header.chunk_target as usize,

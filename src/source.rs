@@ -217,3 +217,102 @@ pub fn drop_written(file: &File, offset: u64, len: u64) {
         libc::posix_fadvise(file.as_raw_fd(), off, n, libc::POSIX_FADV_DONTNEED);
     }
 }
+
+/// A place where a device (or the loop device over a regular file) is mounted.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Mount {
+    /// The mounted device as /proc/self/mountinfo names it.
+    pub device: String,
+    /// Where it is mounted.
+    pub mount_point: PathBuf,
+    /// Whether the filesystem is mounted read-write (its superblock options).
+    pub read_write: bool,
+}
+
+/// The device numbers (`major:minor`) that stand for `path`: the device itself, or every loop
+/// device backed by the regular file.
+fn device_numbers(path: &Path) -> io::Result<Vec<String>> {
+    let meta = std::fs::metadata(path)?;
+    if meta.file_type().is_block_device() {
+        let rdev = std::os::unix::fs::MetadataExt::rdev(&meta);
+        return Ok(vec![format!(
+            "{}:{}",
+            rustix::fs::major(rdev),
+            rustix::fs::minor(rdev)
+        )]);
+    }
+    let want = std::fs::canonicalize(path)?;
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/sys/block") else {
+        return Ok(out);
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let Ok(backing) = std::fs::read_to_string(dir.join("loop/backing_file")) else {
+            continue;
+        };
+        let backing = backing.trim_end_matches('\n');
+        let backing = backing.strip_suffix(" (deleted)").unwrap_or(backing);
+        if Path::new(backing) == want
+            && let Ok(dev) = std::fs::read_to_string(dir.join("dev"))
+        {
+            out.push(dev.trim().to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes the octal escapes (`\040` for a space) of a mountinfo field.
+fn unescape_mount_field(s: &str) -> PathBuf {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        if let Some(d) = octal {
+            let v = d.iter().fold(0u16, |acc, c| acc * 8 + u16::from(c - b'0'));
+            out.push(u8::try_from(v).unwrap_or(b'?'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
+}
+
+/// Where `path` (a block device, or a regular file through the loop devices over it) is
+/// mounted, from /proc/self/mountinfo.
+///
+/// # Errors
+/// When `path` cannot be examined or mountinfo cannot be read.
+pub fn mounts_of(path: &Path) -> io::Result<Vec<Mount>> {
+    let devs = device_numbers(path)?;
+    if devs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let mut out = Vec::new();
+    for line in info.lines() {
+        // "36 35 98:0 /root /mnt rw,noatime shared:1 - ext4 /dev/sda2 rw,errors=remount-ro"
+        let (head, tail) = line.split_once(" - ").unwrap_or((line, ""));
+        let fields: Vec<&str> = head.split(' ').collect();
+        let (Some(devno), Some(mount_point)) = (fields.get(2), fields.get(4)) else {
+            continue;
+        };
+        if !devs.iter().any(|d| d == devno) {
+            continue;
+        }
+        let tail: Vec<&str> = tail.split(' ').collect();
+        let device = tail.get(1).map_or_else(String::new, |s| s.to_string());
+        let read_write = tail.get(2).is_some_and(|o| o.split(',').any(|x| x == "rw"));
+        out.push(Mount {
+            device,
+            mount_point: unescape_mount_field(mount_point),
+            read_write,
+        });
+    }
+    Ok(out)
+}

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::iter::{ParallelBridge, ParallelIterator};
 use serde::Serialize;
@@ -93,6 +94,7 @@ pub fn verify(
                     },
                 );
             }
+            let zero_blocks = AtomicU64::new(0);
             progress.start(
                 "verifying",
                 img.trailer.stored_blocks * u64::from(img.header.block_size),
@@ -105,8 +107,11 @@ pub fn verify(
                             check_chunk(&rec, &img.header, Some(entry), d, out)
                         })
                     });
-                    if let Err(e) = checked {
-                        problem(entry.offset, &e);
+                    match checked {
+                        Ok(c) => {
+                            zero_blocks.fetch_add(c.zero_blocks, Ordering::Relaxed);
+                        }
+                        Err(e) => problem(entry.offset, &e),
                     }
                     let end = img
                         .index
@@ -117,6 +122,14 @@ pub fn verify(
                 });
             });
             progress.finish();
+            let zero_blocks = zero_blocks.into_inner();
+            if zero_blocks != img.trailer.zero_blocks {
+                let msg = format!(
+                    "trailer: says {} zero blocks, the chunks hold {zero_blocks}",
+                    img.trailer.zero_blocks
+                );
+                problem(u64::MAX, &msg);
+            }
             report.chunks = img.index.len() as u64;
             report.stored_blocks = img.trailer.stored_blocks;
         }

@@ -162,6 +162,14 @@ impl Scan {
         }
     }
 
+    /// Used blocks that must read as zeros but need not be copied (ext: unused inode tables).
+    pub fn zero_extents(&self) -> &[Extent] {
+        match self {
+            Self::Ext(fs) => fs.unused_inode_tables(),
+            Self::Raw(_) => &[],
+        }
+    }
+
     /// The used extents, in ascending order.
     pub fn extents<'a, R: ReadAt + ?Sized>(
         &'a self,
@@ -188,5 +196,54 @@ impl Scan {
             }
             Self::Raw(r) => Ok(r.info()),
         }
+    }
+}
+
+/// Who a device currently is: enough to tell one filesystem from another before overwriting it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    /// Filesystem type (raw: nothing recognised).
+    pub fs_type: FsType,
+    /// Label (empty when none).
+    pub label: String,
+    /// UUID, when the filesystem has one.
+    pub uuid: Option<Uuid>,
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.fs_type == FsType::Raw {
+            return f.write_str("no recognised filesystem");
+        }
+        write!(f, "{}", self.fs_type.name())?;
+        if !self.label.is_empty() {
+            write!(f, " \"{}\"", self.label)?;
+        }
+        if let Some(u) = &self.uuid {
+            write!(f, " UUID {u}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Identifies what `dev` holds from its superblock alone (a damaged filesystem is still
+/// recognised by its UUID). Raw when nothing is recognised.
+pub fn identify(dev: &(impl ReadAt + ?Sized)) -> Identity {
+    let mut raw = [0u8; ext::superblock::SUPERBLOCK_SIZE];
+    let sb = dev
+        .read_exact_at(&mut raw, ext::superblock::SUPERBLOCK_OFFSET)
+        .ok()
+        .and_then(|()| ext::superblock::Superblock::parse(&raw).ok());
+    match sb {
+        Some(sb) => Identity {
+            fs_type: sb.flavour(),
+            label: String::from_utf8_lossy(&sb.label).into_owned(),
+            uuid: Some(Uuid(sb.uuid)),
+        },
+        None => Identity {
+            fs_type: FsType::Raw,
+            label: String::new(),
+            uuid: None,
+        },
     }
 }

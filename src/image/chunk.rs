@@ -75,13 +75,11 @@ impl ChunkHeader {
         if le_u32(raw, FLAGS) != 0 || le_u32(raw, RESERVED) != 0 {
             return Err(bad("unknown flags"));
         }
-        if h.raw_len == 0 || h.raw_len > MAX_CHUNK_RAW || h.raw_len % block_size != 0 {
+        // raw_len may be 0: a chunk of zero extents only carries an empty frame.
+        if h.raw_len > MAX_CHUNK_RAW || h.raw_len % block_size != 0 {
             return Err(bad("raw length is out of range"));
         }
-        if h.n_extents == 0
-            || h.n_extents > MAX_CHUNK_EXTENTS
-            || h.n_extents > h.raw_len / block_size
-        {
+        if h.n_extents == 0 || h.n_extents > MAX_CHUNK_EXTENTS {
             return Err(bad("extent count is out of range"));
         }
         if h.stored_len == 0 || h.stored_len > compress_bound(h.raw_len) {
@@ -112,23 +110,44 @@ impl ChunkHeader {
     }
 }
 
+/// Flag in an extent's length word: the extent's blocks are not stored and must read as zeros.
+pub const ZERO_EXTENT: u32 = 1 << 31;
+
+/// One extent of a chunk: stored data, or blocks that must read as zeros.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkExtent {
+    /// The blocks.
+    pub extent: Extent,
+    /// Not stored: restore makes them read as zeros.
+    pub zero: bool,
+}
+
 /// Encodes the header and extent list of a record (the part before the payload).
-pub fn encode_head(seq: u64, extents: &[Extent], raw_len: u32, stored_len: u32, out: &mut Vec<u8>) {
+pub fn encode_head(
+    seq: u64,
+    extents: &[ChunkExtent],
+    raw_len: u32,
+    stored_len: u32,
+    out: &mut Vec<u8>,
+) {
     out.clear();
-    let h = ChunkHeader {
-        seq,
-        n_extents: u32::try_from(extents.len()).expect("writer bounds extents"),
-        raw_len,
-        stored_len,
-    };
-    out.extend_from_slice(&h.encode());
+    let n_extents = u32::try_from(extents.len()).expect("writer bounds extents");
+    out.extend_from_slice(
+        &ChunkHeader {
+            seq,
+            n_extents,
+            raw_len,
+            stored_len,
+        }
+        .encode(),
+    );
     for e in extents {
-        out.extend_from_slice(&e.start.to_le_bytes());
-        out.extend_from_slice(
-            &u32::try_from(e.len)
-                .expect("writer bounds extent length")
-                .to_le_bytes(),
-        );
+        let len = u32::try_from(e.extent.len)
+            .ok()
+            .filter(|&l| l < ZERO_EXTENT)
+            .expect("writer bounds extent length");
+        out.extend_from_slice(&e.extent.start.to_le_bytes());
+        out.extend_from_slice(&(len | if e.zero { ZERO_EXTENT } else { 0 }).to_le_bytes());
     }
 }
 
@@ -142,17 +161,19 @@ pub struct ChunkRecord<'a> {
     bytes: &'a [u8],
 }
 
-/// A chunk that passed every check: its extents, block span and stored block count.
+/// A chunk that passed every check: its extents, block span and block counts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckedChunk {
-    /// Extents, ascending.
-    pub extents: Vec<Extent>,
+    /// Extents, ascending: data extents in payload order, and zero extents.
+    pub extents: Vec<ChunkExtent>,
     /// First block.
     pub first_block: u64,
     /// One past the last block.
     pub end_block: u64,
-    /// Blocks stored.
+    /// Blocks stored (data extents).
     pub blocks: u64,
+    /// Blocks that must read as zeros (zero extents).
+    pub zero_blocks: u64,
 }
 
 impl<'a> ChunkRecord<'a> {
@@ -235,51 +256,59 @@ impl<'a> ChunkRecord<'a> {
     /// # Errors
     /// [`FormatError::BadChunk`] naming the problem.
     pub fn check_extents(&self, hdr: &Header) -> Result<CheckedChunk, FormatError> {
-        let mut extents = Vec::with_capacity(self.header.n_extents as usize);
-        let mut blocks: u64 = 0;
+        let mut extents: Vec<ChunkExtent> = Vec::with_capacity(self.header.n_extents as usize);
+        let (mut blocks, mut zero_blocks) = (0u64, 0u64);
         let bad = |reason: String| FormatError::BadChunk {
             chunk: self.id(None),
             reason,
         };
-        for (start, len) in self.raw_extents() {
+        for (start, word) in self.raw_extents() {
+            let (len, zero) = (word & !ZERO_EXTENT, word & ZERO_EXTENT != 0);
             if len == 0 {
                 return Err(bad(format!("empty extent at block {start}")));
             }
-            let end = start
+            if start
                 .checked_add(u64::from(len))
-                .filter(|&e| e <= hdr.total_blocks);
-            if end.is_none() {
-                return Err(bad(format!(
-                    "extent {start}+{len} lies outside the {} blocks of the source",
-                    hdr.total_blocks
-                )));
-            };
-            if let Some(prev) = extents.last().map(Extent::end)
-                && start <= prev
+                .is_none_or(|end| end > hdr.total_blocks)
             {
+                let total = hdr.total_blocks;
                 return Err(bad(format!(
-                    "extent at block {start} is not after the previous one (ending at {prev})"
+                    "extent {start}+{len} lies outside the {total} blocks of the source"
                 )));
             }
-            extents.push(Extent {
-                start,
-                len: u64::from(len),
+            // Ascending; touching only between a data and a zero extent (same kinds are merged).
+            if let Some(prev) = extents.last()
+                && (start < prev.extent.end() || (start == prev.extent.end() && prev.zero == zero))
+            {
+                let end = prev.extent.end();
+                return Err(bad(format!(
+                    "extent at block {start} does not follow the previous one (ending at {end})"
+                )));
+            }
+            extents.push(ChunkExtent {
+                extent: Extent {
+                    start,
+                    len: u64::from(len),
+                },
+                zero,
             });
-            blocks += u64::from(len);
+            // At most 65536 extents of at most 2^31 blocks: no overflow.
+            *(if zero { &mut zero_blocks } else { &mut blocks }) += u64::from(len);
         }
         if blocks.checked_mul(u64::from(hdr.block_size)) != Some(u64::from(self.header.raw_len)) {
+            let raw = self.header.raw_len;
             return Err(bad(format!(
-                "extents hold {blocks} blocks but the raw length is {} bytes",
-                self.header.raw_len
+                "data extents hold {blocks} blocks but the raw length is {raw} bytes"
             )));
         }
-        let first_block = extents[0].start;
-        let end_block = extents[extents.len() - 1].end();
+        let first_block = extents[0].extent.start;
+        let end_block = extents[extents.len() - 1].extent.end();
         Ok(CheckedChunk {
             extents,
             first_block,
             end_block,
             blocks,
+            zero_blocks,
         })
     }
 
@@ -352,6 +381,8 @@ pub struct EncodedChunk {
     pub raw_len: u32,
     /// Extent count.
     pub n_extents: u32,
+    /// Blocks of zero extents.
+    pub zero_blocks: u64,
 }
 
 impl EncodedChunk {
@@ -361,14 +392,14 @@ impl EncodedChunk {
     }
 }
 
-/// Compresses `data` (the blocks of `extents`, back to back) into a chunk record, reusing
-/// `payload`'s allocation for the frame. `cctx` must have the content checksum enabled.
+/// Compresses `data` (the blocks of the data extents, back to back) into a chunk record,
+/// reusing `payload`'s allocation for the frame. `cctx` must have the content checksum enabled.
 ///
 /// # Errors
 /// zstd's error message (which no valid input causes).
 pub fn encode_chunk(
     seq: u64,
-    extents: &[Extent],
+    extents: &[ChunkExtent],
     data: &[u8],
     cctx: &mut zstd::bulk::Compressor<'_>,
     mut payload: Vec<u8>,
@@ -386,16 +417,22 @@ pub fn encode_chunk(
     crc.update(&payload);
     let crc = crc.finalize();
     let hash = super::digest::chunk_hash_parts(&[&head, &payload, &crc.to_le_bytes()]);
+    let zero_blocks = extents
+        .iter()
+        .filter(|e| e.zero)
+        .map(|e| e.extent.len)
+        .sum();
     Ok(EncodedChunk {
         seq,
         head,
         payload,
         crc,
         hash,
-        first_block: extents[0].start,
-        end_block: extents[extents.len() - 1].end(),
+        first_block: extents[0].extent.start,
+        end_block: extents[extents.len() - 1].extent.end(),
         raw_len,
         n_extents: extents.len() as u32,
+        zero_blocks,
     })
 }
 

@@ -199,18 +199,23 @@ fn check_entries(
             trailer.stored_blocks
         )));
     }
-    check_stored_blocks(header, trailer.stored_blocks)
+    check_stored_blocks(header, trailer.stored_blocks, trailer.zero_blocks)
 }
 
-/// An ext image stores exactly its used blocks; a raw one at most all of them.
-pub fn check_stored_blocks(header: &Header, stored: u64) -> Result<(), FormatError> {
+/// An ext image accounts for exactly its used blocks (stored, or zero extents); a raw one
+/// for at most all of them.
+///
+/// # Errors
+/// [`FormatError::BadIndex`] when the counts disagree with the header.
+pub fn check_stored_blocks(header: &Header, stored: u64, zero: u64) -> Result<(), FormatError> {
+    let total = stored.checked_add(zero);
     let ok = match header.unstored {
-        super::Unstored::Free => stored == header.used_blocks,
-        super::Unstored::Zero => stored <= header.used_blocks,
+        super::Unstored::Free => total == Some(header.used_blocks),
+        super::Unstored::Zero => total.is_some_and(|t| t <= header.used_blocks),
     };
     if !ok {
         return Err(FormatError::BadIndex(format!(
-            "{stored} blocks stored, but the header says {} are used",
+            "{stored} blocks stored and {zero} zero blocks, but the header says {} are used",
             header.used_blocks
         )));
     }

@@ -11,7 +11,11 @@ pub const INDEX_HEAD_LEN: usize = 16;
 /// One index entry.
 pub const ENTRY_LEN: usize = 48;
 /// Trailer size.
-pub const TRAILER_LEN: usize = 64;
+pub const TRAILER_LEN: usize = 72;
+/// Trailer field offsets (docs/FORMAT.md, "Trailer").
+const DIGEST: usize = 48;
+const RESERVED: usize = 64;
+const CRC: usize = 68;
 /// Trailer magic.
 pub const TRAILER_MAGIC: [u8; 8] = *b"RIMGEND\0";
 
@@ -131,6 +135,8 @@ pub struct Trailer {
     pub chunk_count: u64,
     /// Blocks stored.
     pub stored_blocks: u64,
+    /// Blocks of zero extents (used, not stored, must read as zeros).
+    pub zero_blocks: u64,
     /// Whole-image digest.
     pub digest: u128,
 }
@@ -146,10 +152,10 @@ impl Trailer {
                 "no trailer magic at the end of the image (incomplete image?)",
             ));
         }
-        if le_u32(raw, 60) != crc32fast::hash(&raw[..60]) {
+        if le_u32(raw, CRC) != crc32fast::hash(&raw[..CRC]) {
             return Err(FormatError::BadTrailer("CRC mismatch"));
         }
-        if le_u32(raw, 56) != 0 {
+        if le_u32(raw, RESERVED) != 0 {
             return Err(FormatError::BadTrailer("reserved bytes are not zero"));
         }
         let t = Self {
@@ -157,7 +163,8 @@ impl Trailer {
             index_len: le_u64(raw, 16),
             chunk_count: le_u64(raw, 24),
             stored_blocks: le_u64(raw, 32),
-            digest: le_u128(raw, 40),
+            zero_blocks: le_u64(raw, 40),
+            digest: le_u128(raw, DIGEST),
         };
         if index_len(t.chunk_count) != Some(t.index_len) {
             return Err(FormatError::BadTrailer(
@@ -175,9 +182,10 @@ impl Trailer {
         LittleEndian::write_u64(&mut raw[16..], self.index_len);
         LittleEndian::write_u64(&mut raw[24..], self.chunk_count);
         LittleEndian::write_u64(&mut raw[32..], self.stored_blocks);
-        LittleEndian::write_u128(&mut raw[40..], self.digest);
-        let crc = crc32fast::hash(&raw[..60]);
-        LittleEndian::write_u32(&mut raw[60..], crc);
+        LittleEndian::write_u64(&mut raw[40..], self.zero_blocks);
+        LittleEndian::write_u128(&mut raw[DIGEST..], self.digest);
+        let crc = crc32fast::hash(&raw[..CRC]);
+        LittleEndian::write_u32(&mut raw[CRC..], crc);
         raw
     }
 }
@@ -214,6 +222,7 @@ mod tests {
             index_len: index_len(3).unwrap(),
             chunk_count: 3,
             stored_blocks: 99,
+            zero_blocks: 5,
             digest: 0x1234,
         };
         assert_eq!(Trailer::decode(&t.encode()).unwrap(), t);

@@ -3,7 +3,9 @@
 
 use std::io::{self, Read};
 
-use super::chunk::{CHUNK_HEADER_LEN, CHUNK_MAGIC, ChunkHeader, ChunkRecord};
+use super::chunk::{
+    CHUNK_HEADER_LEN, CHUNK_MAGIC, ChunkHeader, ChunkRecord, EXTENT_LEN, ZERO_EXTENT,
+};
 use super::digest::{Digest, chunk_hash};
 use super::file::check_stored_blocks;
 use super::header::{HEADER_LEN, Header};
@@ -48,6 +50,8 @@ pub struct StreamReader<R> {
     digest: Digest,
     /// (offset, hash, raw_len, n_extents) of every chunk seen, to compare with the index.
     seen: Vec<(u64, u128, u32, u32)>,
+    /// Blocks of zero extents in the chunks seen.
+    zero_blocks: u64,
     done: bool,
     end: Option<StreamEnd>,
 }
@@ -69,6 +73,7 @@ impl<R: Read> StreamReader<R> {
             header,
             digest,
             seen: Vec::new(),
+            zero_blocks: 0,
             done: false,
             end: None,
         })
@@ -128,6 +133,16 @@ impl<R: Read> StreamReader<R> {
             "chunk record",
         )?;
         self.pos += buf.len() as u64;
+        // Zero extents are counted here: the index does not list them.
+        for e in buf[CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + h.extents_len()].chunks_exact(EXTENT_LEN)
+        {
+            let word = u32::from_le_bytes(e[8..12].try_into().expect("4 bytes"));
+            if word & ZERO_EXTENT != 0 {
+                self.zero_blocks = self
+                    .zero_blocks
+                    .saturating_add(u64::from(word & !ZERO_EXTENT));
+            }
+        }
         let hash = chunk_hash(buf);
         self.digest.add_chunk(hash);
         self.seen.push((offset, hash, h.raw_len, h.n_extents));
@@ -214,7 +229,14 @@ impl<R: Read> StreamReader<R> {
             ))
             .into());
         }
-        check_stored_blocks(&self.header, stored_blocks)?;
+        if self.zero_blocks != trailer.zero_blocks {
+            return Err(FormatError::BadIndex(format!(
+                "chunks hold {} zero blocks, the trailer says {}",
+                self.zero_blocks, trailer.zero_blocks
+            ))
+            .into());
+        }
+        check_stored_blocks(&self.header, stored_blocks, self.zero_blocks)?;
         let computed = self.digest.value();
         if computed != trailer.digest {
             return Err(FormatError::Digest {

@@ -14,6 +14,8 @@ pub struct WriteSummary {
     pub chunks: u64,
     /// Blocks stored.
     pub stored_blocks: u64,
+    /// Blocks of zero extents.
+    pub zero_blocks: u64,
     /// Bytes of the whole image.
     pub image_bytes: u64,
     /// Whole-image digest.
@@ -28,6 +30,7 @@ pub struct ImageWriter<W: Write> {
     digest: Digest,
     index: Vec<IndexEntry>,
     stored_blocks: u64,
+    zero_blocks: u64,
 }
 
 impl<W: Write> ImageWriter<W> {
@@ -45,6 +48,7 @@ impl<W: Write> ImageWriter<W> {
             digest: Digest::new(&raw),
             index: Vec::new(),
             stored_blocks: 0,
+            zero_blocks: 0,
         })
     }
 
@@ -68,6 +72,7 @@ impl<W: Write> ImageWriter<W> {
         self.pos += c.record_len();
         self.digest.add_chunk(c.hash);
         self.stored_blocks += u64::from(c.raw_len / self.block_size);
+        self.zero_blocks += c.zero_blocks;
         Ok(())
     }
 
@@ -87,6 +92,7 @@ impl<W: Write> ImageWriter<W> {
             index_len: index.len() as u64,
             chunk_count: self.index.len() as u64,
             stored_blocks: self.stored_blocks,
+            zero_blocks: self.zero_blocks,
             digest: self.digest.value(),
         };
         self.w.write_all(&index)?;
@@ -96,6 +102,7 @@ impl<W: Write> ImageWriter<W> {
         let summary = WriteSummary {
             chunks: trailer.chunk_count,
             stored_blocks: self.stored_blocks,
+            zero_blocks: self.zero_blocks,
             image_bytes,
             digest: trailer.digest,
         };

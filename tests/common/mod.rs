@@ -538,3 +538,15 @@ pub fn used_extents(img: &Path) -> (Vec<rimage::fs::Extent>, u32) {
         rimage::fs::Scan::Raw(_) => panic!("{} is not ext", img.display()),
     }
 }
+
+/// An error and all its sources, as the CLI prints them ("a: b: c").
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

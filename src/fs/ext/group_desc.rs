@@ -13,16 +13,20 @@ const BG_INODE_BITMAP_LO: usize = 0x4;
 const BG_INODE_TABLE_LO: usize = 0x8;
 const BG_FLAGS: usize = 0x12;
 const BG_BLOCK_BITMAP_CSUM_LO: usize = 0x18;
+const BG_ITABLE_UNUSED_LO: usize = 0x1C;
 const BG_CHECKSUM: usize = 0x1E;
 const BG_BLOCK_BITMAP_HI: usize = 0x20;
 const BG_INODE_BITMAP_HI: usize = 0x24;
 const BG_INODE_TABLE_HI: usize = 0x28;
+const BG_ITABLE_UNUSED_HI: usize = 0x32;
 const BG_BLOCK_BITMAP_CSUM_HI: usize = 0x38;
 /// Descriptors at least this long carry the high half of the block bitmap checksum.
 const BLOCK_BITMAP_CSUM_HI_END: usize = BG_BLOCK_BITMAP_CSUM_HI + 2;
 /// Descriptors at least this long carry the `_hi` halves of the block numbers.
 const HI_FIELDS_END: usize = BG_INODE_TABLE_HI + 4;
 
+/// `bg_flags`: the inode table and bitmap are not initialised; no inode of the group is in use.
+pub const BG_INODE_UNINIT: u16 = 0x1;
 /// `bg_flags`: the block bitmap is not initialised; only the group's metadata is in use.
 pub const BG_BLOCK_UNINIT: u16 = 0x2;
 
@@ -39,6 +43,8 @@ pub struct GroupDesc {
     pub flags: u16,
     /// Checksum of the block bitmap as stored (low 16 bits only on 32-byte descriptors).
     pub block_bitmap_csum: u32,
+    /// `bg_itable_unused`: inodes at the end of the group's table never used.
+    pub itable_unused: u32,
     /// Whether `bg_checksum` matched (always true when the filesystem has no descriptor checksums).
     pub checksum_ok: bool,
 }
@@ -65,12 +71,17 @@ impl GroupDesc {
         if raw.len() >= BLOCK_BITMAP_CSUM_HI_END {
             block_bitmap_csum |= u32::from(u16_at(BG_BLOCK_BITMAP_CSUM_HI)) << 16;
         }
+        let mut itable_unused = u32::from(u16_at(BG_ITABLE_UNUSED_LO));
+        if wide {
+            itable_unused |= u32::from(u16_at(BG_ITABLE_UNUSED_HI)) << 16;
+        }
         Self {
             block_bitmap: block(BG_BLOCK_BITMAP_LO, BG_BLOCK_BITMAP_HI),
             inode_bitmap: block(BG_INODE_BITMAP_LO, BG_INODE_BITMAP_HI),
             inode_table: block(BG_INODE_TABLE_LO, BG_INODE_TABLE_HI),
             flags: u16_at(BG_FLAGS),
             block_bitmap_csum,
+            itable_unused,
             checksum_ok: checksum_matches(raw, group, sb),
         }
     }
@@ -78,6 +89,11 @@ impl GroupDesc {
     /// Whether the group is flagged `BLOCK_UNINIT`.
     pub fn block_uninit(&self) -> bool {
         self.flags & BG_BLOCK_UNINIT != 0
+    }
+
+    /// Whether the group is flagged `INODE_UNINIT`.
+    pub fn inode_uninit(&self) -> bool {
+        self.flags & BG_INODE_UNINIT != 0
     }
 
     /// Whether the block bitmap checksum matches `bitmap` (metadata_csum filesystems).

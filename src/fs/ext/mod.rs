@@ -139,6 +139,9 @@ pub struct ExtFs {
     /// Blocks e2fsprogs marks in use for `BLOCK_UNINIT` groups (their superblock backup and
     /// descriptors, bitmaps and inode table wherever they lie), sorted and merged.
     uninit_meta: Vec<Extent>,
+    /// Inode-table blocks that hold no inode ever used, sorted and merged (see
+    /// [`ExtFs::unused_inode_tables`]).
+    unused_itable: Vec<Extent>,
     opts: ScanOptions,
 }
 
@@ -184,11 +187,13 @@ impl ExtFs {
         }
         let groups = read_descriptors(dev, &sb, &layout, opts)?;
         let uninit_meta = uninit_metadata(&layout, &groups);
+        let unused_itable = unused_inode_tables(&sb, &layout, &groups);
         Ok(Self {
             sb,
             layout,
             groups,
             uninit_meta,
+            unused_itable,
             opts,
         })
     }
@@ -212,6 +217,16 @@ impl ExtFs {
     /// filesystem). On bigalloc the count is whole clusters, so the last one may overshoot.
     pub fn superblock_used_blocks(&self) -> u64 {
         self.sb.blocks_count - self.sb.free_blocks
+    }
+
+    /// Inode-table blocks that the bitmaps mark used but that hold no inode ever used: the whole
+    /// table of an `INODE_UNINIT` group, and the blocks past the last used inode
+    /// (`bg_itable_unused`) of the others. Only trusted when descriptors carry checksums and
+    /// this one's matches; the kernel and e2fsck then never read these blocks, and e2image skips
+    /// them too. A save records them as "must read as zeros" instead of copying them, which
+    /// keeps save time proportional to the data, not to the filesystem size.
+    pub fn unused_inode_tables(&self) -> &[Extent] {
+        &self.unused_itable
     }
 
     /// Identity and state, with `used_blocks` as given (from a scan, or the superblock).
@@ -405,12 +420,41 @@ fn uninit_metadata(l: &Layout, groups: &[GroupDesc]) -> Vec<Extent> {
         });
     }
     v.sort_unstable_by_key(|e| e.start);
+    merge_sorted(v)
+}
+
+/// See [`ExtFs::unused_inode_tables`].
+fn unused_inode_tables(sb: &Superblock, l: &Layout, groups: &[GroupDesc]) -> Vec<Extent> {
+    if !sb.has_group_desc_csum() {
+        return Vec::new();
+    }
+    let inodes_per_block = u64::from(l.block_size / u32::from(sb.inode_size));
+    let mut v: Vec<Extent> = groups
+        .iter()
+        .filter(|d| d.checksum_ok)
+        .filter_map(|d| {
+            let unused = if d.inode_uninit() {
+                l.inode_table_blocks
+            } else {
+                // Whole blocks only: a block with one used inode is copied.
+                (u64::from(d.itable_unused) / inodes_per_block).min(l.inode_table_blocks)
+            };
+            (unused > 0).then(|| Extent {
+                start: d.inode_table + l.inode_table_blocks - unused,
+                len: unused,
+            })
+        })
+        .collect();
+    v.sort_unstable_by_key(|e| e.start);
+    merge_sorted(v)
+}
+
+/// Merges sorted extents that overlap or touch.
+fn merge_sorted(v: Vec<Extent>) -> Vec<Extent> {
     let mut merged: Vec<Extent> = Vec::with_capacity(v.len());
     for e in v.into_iter().filter(|e| e.len > 0) {
         match merged.last_mut() {
-            Some(last) if e.start <= last.start + last.len => {
-                last.len = last.len.max(e.start + e.len - last.start);
-            }
+            Some(last) if e.start <= last.end() => last.len = last.len.max(e.end() - last.start),
             _ => merged.push(e),
         }
     }

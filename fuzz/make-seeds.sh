@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Regenerates the seed corpora in fuzz/corpus/ from small real filesystems and images.
+# Seeds are kept small (the fuzzer mutates whole inputs). Needs mke2fs and a built rimage.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+rimage=${RIMAGE:-$here/../target/release/rimage}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+c=$here/corpus
+mkdir -p "$c/header" "$c/chunk" "$c/image" "$c/ext_scan"
+
+mkdir -p "$work/tree/d"
+printf 'hello\n' > "$work/tree/a"
+head -c 3000 /dev/urandom > "$work/tree/d/b"
+seq 1 500 > "$work/tree/d/c"
+
+# Tiny filesystems for the scanner (the smallest mke2fs makes).
+n=0
+for opts in "-t ext4 -O ^metadata_csum,^has_journal" "-t ext4 -O ^has_journal" "-t ext2" \
+            "-t ext4 -O ^has_journal,meta_bg,^resize_inode,^metadata_csum" "-t ext4 -O ^has_journal,^metadata_csum,uninit_bg,^flex_bg" \
+            "-t ext4 -O ^has_journal,^metadata_csum,sparse_super2" "-t ext4 -b 4096 -O ^has_journal,^metadata_csum"; do
+  n=$((n + 1))
+  size=128K; case "$opts" in *4096*) size=256K ;; esac
+  rm -f "$work/fs.img"; truncate -s $size "$work/fs.img"
+  # shellcheck disable=SC2086
+  mke2fs -q -F -N 32 $opts -d "$work/tree" "$work/fs.img"
+  cp "$work/fs.img" "$c/ext_scan/fs$n"
+done
+
+# Images: a tiny ext image with small chunks, and a raw image.
+rm -f "$work/fs.img"; truncate -s 128K "$work/fs.img"
+mke2fs -q -F -N 32 -t ext4 -O ^has_journal -d "$work/tree" "$work/fs.img"
+"$rimage" save -q --overwrite --chunk-size 64K "$work/fs.img" "$c/image/ext"
+head -c 70000 /dev/urandom > "$work/raw.bin"; head -c 70000 /dev/zero >> "$work/raw.bin"; seq 1 9000 >> "$work/raw.bin"
+"$rimage" save -q --overwrite --chunk-size 64K "$work/raw.bin" "$c/image/raw"
+
+# Headers and single chunk records cut from those images (the chunk target's first byte
+# selects the block size: 0 → 512, 1 → 1024, 2 → 2048, 3 → 4096).
+head -c 512 "$c/image/ext" > "$c/header/ext"
+head -c 512 "$c/image/raw" > "$c/header/raw"
+python3 - "$c" <<'PY'
+import struct, sys
+c = sys.argv[1]
+for name, sel in (("ext", 1), ("raw", 3)):
+    data = open(f"{c}/image/{name}", "rb").read()
+    off = 512
+    n_ext, raw_len, stored = struct.unpack_from("<III", data, off + 16)
+    rec = data[off:off + 32 + 12 * n_ext + stored + 4]
+    open(f"{c}/chunk/{name}", "wb").write(bytes([sel]) + rec)
+PY
+ls -l "$c"/*
