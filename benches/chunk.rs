@@ -11,9 +11,13 @@ const CHUNK: usize = 4 << 20;
 
 fn bench(c: &mut Criterion) {
     let data = common::realistic_bytes(CHUNK);
-    let extents = [Extent {
+    let extent = Extent {
         start: 0,
         len: (CHUNK / 4096) as u64,
+    };
+    let extents = [ChunkExtent {
+        extent,
+        zero: false,
     }];
 
     let mut g = c.benchmark_group("chunk");
