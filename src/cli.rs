@@ -41,9 +41,26 @@ struct Output {
     /// Print a JSON summary instead of text (to stderr when the image itself goes to stdout).
     #[arg(long)]
     json: bool,
-    /// No progress bar and no notes; errors are still printed.
+    /// No progress, no summary and no notes; errors are still printed.
     #[arg(short, long)]
     quiet: bool,
+    /// Progress on stderr: a bar when stderr is a terminal (auto), always a bar, JSON lines
+    /// for supervising scripts (one object every half second), or none.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    progress: ProgressMode,
+}
+
+/// How progress is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ProgressMode {
+    /// A bar when stderr is a terminal, nothing otherwise.
+    Auto,
+    /// A bar.
+    Bar,
+    /// JSON lines on stderr.
+    Json,
+    /// Nothing.
+    None,
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,6 +149,44 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List a directory (or describe a file) inside an image, without restoring it.
+    ///
+    /// Only the chunks holding the filesystem metadata and the directory are read. Shows mode,
+    /// owner, size, modification time and name, like `ls -l`.
+    Ls {
+        /// Image file.
+        image: PathBuf,
+        /// Absolute path inside the filesystem.
+        #[arg(default_value = "/")]
+        path: String,
+        /// Print a JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a file from inside an image to stdout, without restoring the image.
+    Cat {
+        /// Image file.
+        image: PathBuf,
+        /// Absolute path of a file inside the filesystem, e.g. /etc/fstab.
+        path: String,
+    },
+    /// Copy a file or directory tree out of an image, keeping modes, times and (as root)
+    /// owners. Existing files are never overwritten.
+    Extract {
+        /// Image file.
+        image: PathBuf,
+        /// Absolute path inside the filesystem, e.g. /etc.
+        path: String,
+        /// Where to put it (must not exist).
+        dest: PathBuf,
+    },
+    /// Print a shell completion script, e.g. `rimage completions bash > /etc/bash_completion.d/rimage`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `rimage man | man -l -`.
+    Man,
 }
 
 fn parse_expect_uuid(s: &str) -> Result<ExpectUuid, String> {
@@ -188,7 +243,7 @@ pub fn try_main() -> Result<ExitCode> {
                 raw,
                 overwrite,
             };
-            let bar = Bar::new(out.quiet);
+            let bar = Bar::new(&out);
             let started = Instant::now();
             let report = rimage::save(&source, &dest, &opts, &bar)?;
             let secs = started.elapsed().as_secs_f64();
@@ -235,7 +290,7 @@ pub fn try_main() -> Result<ExitCode> {
             } else {
                 FreeSpace::Leave
             };
-            let bar = Bar::new(out.quiet);
+            let bar = Bar::new(&out);
             let started = Instant::now();
             let report = rimage::restore(
                 &source,
@@ -281,7 +336,7 @@ pub fn try_main() -> Result<ExitCode> {
             out,
         } => {
             let source = image_source(image);
-            let bar = Bar::new(out.quiet);
+            let bar = Bar::new(&out);
             let report = rimage::verify(&source, threads, &bar)?;
             if out.json {
                 print_json(&report, false)?;
@@ -321,6 +376,67 @@ pub fn try_main() -> Result<ExitCode> {
             } else {
                 EXIT_CORRUPT
             }))
+        }
+        Command::Ls { image, path, json } => {
+            let browser = rimage::Browser::open(&image)?;
+            let entries = browser.list(&path)?;
+            let mut out = io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &entries)?;
+                writeln!(out)?;
+            } else {
+                for e in &entries {
+                    let when = std::time::UNIX_EPOCH
+                        + std::time::Duration::from_secs(e.mtime.max(0) as u64);
+                    let link = e
+                        .target
+                        .as_ref()
+                        .map(|t| format!(" -> {t}"))
+                        .unwrap_or_default();
+                    writeln!(
+                        out,
+                        "{} {:>6} {:>6} {:>12} {} {}{link}",
+                        mode_string(e.kind, e.mode),
+                        e.uid,
+                        e.gid,
+                        e.size,
+                        humantime::format_rfc3339_seconds(when),
+                        e.name
+                    )?;
+                }
+            }
+            Ok(ExitCode::from(EXIT_OK))
+        }
+        Command::Cat { image, path } => {
+            let browser = rimage::Browser::open(&image)?;
+            let mut out = io::stdout().lock();
+            browser.cat(&path, &mut out)?;
+            out.flush()?;
+            Ok(ExitCode::from(EXIT_OK))
+        }
+        Command::Extract { image, path, dest } => {
+            let browser = rimage::Browser::open(&image)?;
+            let n = browser.extract(&path, &dest)?;
+            eprintln!(
+                "extracted {n} entries from {}:{path} to {}",
+                image.display(),
+                dest.display()
+            );
+            Ok(ExitCode::from(EXIT_OK))
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "rimage",
+                &mut io::stdout(),
+            );
+            Ok(ExitCode::from(EXIT_OK))
+        }
+        Command::Man => {
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut io::stdout())?;
+            Ok(ExitCode::from(EXIT_OK))
         }
         Command::Info { path, json } => {
             if rimage::is_image(&path) {
@@ -511,43 +627,136 @@ fn source_info(path: &Path, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::from(EXIT_OK))
 }
 
-/// Progress on stderr when it is a terminal: bytes done and total, rate, ETA.
+/// `ls -l`-style mode string.
+fn mode_string(kind: &str, mode: u16) -> String {
+    let t = match kind {
+        "dir" => 'd',
+        "symlink" => 'l',
+        "block-device" => 'b',
+        "char-device" => 'c',
+        "fifo" => 'p',
+        "socket" => 's',
+        _ => '-',
+    };
+    let mut s = String::from(t);
+    for (i, c) in "rwxrwxrwx".chars().enumerate() {
+        s.push(if mode & (0o400 >> i) != 0 { c } else { '-' });
+    }
+    s
+}
+
+/// Progress on stderr: a bar (bytes done and total, rate, ETA) or JSON lines.
 struct Bar {
     quiet: bool,
+    mode: ProgressMode,
     bar: Mutex<Option<ProgressBar>>,
+    json: Mutex<JsonState>,
+}
+
+/// Where a JSON-lines progress report stands.
+struct JsonState {
+    phase: String,
+    total: u64,
+    done: u64,
+    started: Instant,
+    last: Option<Instant>,
+}
+
+impl JsonState {
+    fn new(phase: &str, total: u64) -> Self {
+        Self {
+            phase: phase.to_string(),
+            total,
+            done: 0,
+            started: Instant::now(),
+            last: None,
+        }
+    }
 }
 
 impl Bar {
-    fn new(quiet: bool) -> Self {
+    fn new(out: &Output) -> Self {
+        let mode = if out.quiet {
+            ProgressMode::None
+        } else {
+            out.progress
+        };
+        let json = Mutex::new(JsonState::new("", 0));
         Self {
-            quiet,
+            quiet: out.quiet,
+            mode,
             bar: Mutex::new(None),
+            json,
         }
+    }
+
+    fn emit_json(&self, st: &JsonState, event: &str) {
+        let secs = st.started.elapsed().as_secs_f64();
+        let rate = if secs > 0.0 {
+            st.done as f64 / secs
+        } else {
+            0.0
+        };
+        let eta = (rate > 0.0 && st.total >= st.done).then(|| (st.total - st.done) as f64 / rate);
+        let line = serde_json::json!({
+            "event": event, "phase": st.phase, "done_bytes": st.done, "total_bytes": st.total,
+            "elapsed_secs": secs, "bytes_per_sec": rate, "eta_secs": eta,
+        });
+        eprintln!("{line}");
     }
 }
 
 impl Progress for Bar {
     fn start(&self, phase: &str, total_bytes: u64) {
-        if self.quiet || !io::stderr().is_terminal() || total_bytes == 0 {
+        if self.mode == ProgressMode::Json {
+            let st = JsonState::new(phase, total_bytes);
+            self.emit_json(&st, "start");
+            *self.json.lock().expect("progress lock") = st;
+            return;
+        }
+        let show = match self.mode {
+            ProgressMode::Auto => io::stderr().is_terminal(),
+            ProgressMode::Bar => true,
+            ProgressMode::Json | ProgressMode::None => false,
+        };
+        if !show || total_bytes == 0 {
             return;
         }
         let bar = ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
         bar.set_style(
-            ProgressStyle::with_template("{msg:>10} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{msg:>10} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar.set_message(phase.to_string());
         *self.bar.lock().expect("bar lock") = Some(bar);
     }
 
     fn advance(&self, bytes: u64) {
+        if self.mode == ProgressMode::Json {
+            let mut st = self.json.lock().expect("progress lock");
+            st.done += bytes;
+            if st.last.is_none_or(|t| t.elapsed().as_millis() >= 500) {
+                st.last = Some(Instant::now());
+                self.emit_json(&st, "progress");
+            }
+            return;
+        }
         if let Some(bar) = self.bar.lock().expect("bar lock").as_ref() {
             bar.inc(bytes);
         }
     }
 
     fn finish(&self) {
+        if self.mode == ProgressMode::Json {
+            let st = self.json.lock().expect("progress lock");
+            if !st.phase.is_empty() {
+                self.emit_json(&st, "finish");
+            }
+            return;
+        }
         if let Some(bar) = self.bar.lock().expect("bar lock").take() {
             bar.finish_and_clear();
         }

@@ -41,6 +41,14 @@ pub enum Error {
         /// Why, and what to do about it.
         reason: String,
     },
+    /// A file inside an image cannot be read.
+    #[error("{}: {message}", image.display())]
+    Browse {
+        /// The image.
+        image: PathBuf,
+        /// What went wrong, naming the path inside the image.
+        message: String,
+    },
     /// Invalid options.
     #[error("{0}")]
     Usage(String),

@@ -7,6 +7,7 @@
 //!
 //! The library never prints; the `rimage` binary presents what it returns.
 
+pub mod browse;
 pub mod error;
 pub mod fs;
 #[doc(hidden)]
@@ -20,6 +21,7 @@ pub mod source;
 pub mod target;
 pub mod verify;
 
+pub use browse::Browser;
 pub use error::Error;
 pub use info::{ImageInfo, SourceInfo, inspect_image, inspect_source, is_image};
 pub use progress::{NoProgress, Progress};

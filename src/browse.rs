@@ -1,0 +1,410 @@
+//! browse: files inside an image without restoring it (`ls`, `cat`, `extract`).
+//!
+//! ext4-view reads the filesystem through [`ImageBlocks`], a reader that maps each block to its
+//! chunk with the image index and keeps a few decompressed chunks in a cache; blocks the image
+//! does not store read as zeros. Only the chunks holding the metadata and files asked for are
+//! read, so listing a directory of a multi-GiB image touches a handful of chunks.
+
+use std::cell::Cell;
+use std::io::Write;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use ext4_view::{Ext4, Ext4Error, Ext4Read, FileType, Metadata};
+use memmap2::Mmap;
+use serde::Serialize;
+
+use crate::Error;
+use crate::image::chunk::ChunkExtent;
+use crate::image::file::ImageFile;
+use crate::image::{FormatError, SourceType};
+use crate::restore::{check_chunk, map_image};
+use crate::source::IoError;
+
+/// Decompressed chunks kept in memory (at most 64 MiB each; typically 4 MiB).
+const CACHE_CHUNKS: usize = 8;
+
+/// A decompressed chunk: its extents with where each data extent starts in `data`.
+struct Decoded {
+    /// (extent, offset of its first byte in `data`; `None` for a zero extent).
+    extents: Vec<(ChunkExtent, Option<usize>)>,
+    data: Vec<u8>,
+}
+
+/// Reads the source's bytes out of an image, for ext4-view.
+pub struct ImageBlocks {
+    img: ImageFile<Mmap>,
+    cache: lru::LruCache<usize, Rc<Decoded>>,
+    dctx: zstd::bulk::Decompressor<'static>,
+    decoded: Rc<Cell<u64>>,
+}
+
+impl ImageBlocks {
+    /// The chunk `i`, decompressed and checked (from the cache when it is there).
+    fn chunk(&mut self, i: usize) -> Result<Rc<Decoded>, FormatError> {
+        if let Some(d) = self.cache.get(&i) {
+            return Ok(Rc::clone(d));
+        }
+        let rec = self.img.record(i)?;
+        let mut data = Vec::new();
+        let checked = check_chunk(
+            &rec,
+            &self.img.header,
+            Some(&self.img.index[i]),
+            &mut self.dctx,
+            &mut data,
+        )?;
+        let bs = self.img.header.block_size as usize;
+        let mut at = 0usize;
+        let extents = checked
+            .extents
+            .into_iter()
+            .map(|e| {
+                if e.zero {
+                    (e, None)
+                } else {
+                    let here = at;
+                    at += e.extent.len as usize * bs;
+                    (e, Some(here))
+                }
+            })
+            .collect();
+        let d = Rc::new(Decoded { extents, data });
+        self.decoded.set(self.decoded.get() + 1);
+        self.cache.put(i, Rc::clone(&d));
+        Ok(d)
+    }
+}
+
+impl Ext4Read for ImageBlocks {
+    fn read(
+        &mut self,
+        start_byte: u64,
+        dst: &mut [u8],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
+        let hdr = &self.img.header;
+        let bs = u64::from(hdr.block_size);
+        let end = start_byte
+            .checked_add(dst.len() as u64)
+            .filter(|&e| e <= hdr.source_size);
+        if end.is_none() {
+            return Err(format!(
+                "read of {} bytes at byte offset {start_byte} is past the end of the source",
+                dst.len()
+            )
+            .into());
+        }
+        let mut pos = start_byte;
+        let mut done = 0usize;
+        while done < dst.len() {
+            let block = pos / bs;
+            let want = dst.len() - done;
+            // Unstored blocks (free space, and gaps) read as zeros up to the next chunk.
+            let Some(i) = self.img.find_chunk(block) else {
+                let next = self.img.index.partition_point(|e| e.first_block <= block);
+                let stop = self
+                    .img
+                    .index
+                    .get(next)
+                    .map_or(u64::MAX, |e| e.first_block.saturating_mul(bs));
+                let n = want.min((stop - pos).try_into().unwrap_or(usize::MAX));
+                dst[done..done + n].fill(0);
+                done += n;
+                pos += n as u64;
+                continue;
+            };
+            let d = self.chunk(i)?;
+            let k = d.extents.partition_point(|(e, _)| e.extent.end() <= block);
+            let n = match d.extents.get(k) {
+                Some((e, data_at)) if e.extent.start <= block => {
+                    let avail = (e.extent.end() * bs - pos) as usize;
+                    let n = want.min(avail);
+                    match data_at {
+                        Some(at) => {
+                            let from = at + (pos - e.extent.start * bs) as usize;
+                            dst[done..done + n].copy_from_slice(&d.data[from..from + n]);
+                        }
+                        None => dst[done..done + n].fill(0),
+                    }
+                    n
+                }
+                // Inside the chunk's span but between its extents: not stored.
+                other => {
+                    let stop =
+                        other.map_or(self.img.index[i].end_block, |(e, _)| e.extent.start) * bs;
+                    let n = want.min((stop - pos) as usize);
+                    dst[done..done + n].fill(0);
+                    n
+                }
+            };
+            done += n;
+            pos += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// A directory entry as `ls` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Entry {
+    /// Name within the directory.
+    pub name: String,
+    /// "dir", "file", "symlink", or another kind.
+    pub kind: &'static str,
+    /// Permission bits.
+    pub mode: u16,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+    /// Symlink target.
+    pub target: Option<String>,
+}
+
+fn kind(t: FileType) -> &'static str {
+    match t {
+        FileType::Directory => "dir",
+        FileType::Regular => "file",
+        FileType::Symlink => "symlink",
+        FileType::BlockDevice => "block-device",
+        FileType::CharacterDevice => "char-device",
+        FileType::Fifo => "fifo",
+        FileType::Socket => "socket",
+    }
+}
+
+/// A filesystem inside an image, opened for reading.
+pub struct Browser {
+    image: PathBuf,
+    fs: Ext4,
+    decoded: Rc<Cell<u64>>,
+}
+
+impl Browser {
+    /// Opens the filesystem inside the image at `path`.
+    ///
+    /// # Errors
+    /// When the image is unreadable or corrupt, holds a raw source, or holds an ext filesystem
+    /// with features the reader does not support (meta_bg, inline_data, ...): the message says
+    /// so and suggests restoring it.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let map = map_image(path)?;
+        let img = ImageFile::parse(map).map_err(|e| Error::image(path, e))?;
+        if img.header.source_type == SourceType::Raw {
+            return Err(Error::refused(
+                path,
+                "a raw image (the source was not ext2/3/4): there is no filesystem to browse; restore it and mount it instead",
+            ));
+        }
+        let decoded = Rc::new(Cell::new(0));
+        let reader = ImageBlocks {
+            img,
+            cache: lru::LruCache::new(NonZeroUsize::new(CACHE_CHUNKS).expect("non-zero")),
+            dctx: zstd::bulk::Decompressor::new()
+                .map_err(|e| IoError::new(path, "create a zstd context for", None, e))?,
+            decoded: Rc::clone(&decoded),
+        };
+        let fs = Ext4::load(Box::new(reader)).map_err(|e| browse_error(path, "/", &e))?;
+        Ok(Self {
+            image: path.to_path_buf(),
+            fs,
+            decoded,
+        })
+    }
+
+    /// The ext4-view filesystem (for callers that want its full API).
+    pub fn fs(&self) -> &Ext4 {
+        &self.fs
+    }
+
+    /// How many chunks have been decompressed so far.
+    pub fn chunks_decoded(&self) -> u64 {
+        self.decoded.get()
+    }
+
+    /// The entries of directory `dir` (without "." and ".."), sorted by name.
+    ///
+    /// # Errors
+    /// A missing path, a path that is not a directory, or a read failure.
+    pub fn list(&self, dir: &str) -> Result<Vec<Entry>, Error> {
+        let err = |e: Ext4Error| browse_error(&self.image, dir, &e);
+        let meta = self.fs.metadata(dir).map_err(err)?;
+        if !meta.is_dir() {
+            let name = dir.rsplit('/').next().unwrap_or(dir).to_string();
+            return Ok(vec![self.entry(name, dir, &meta)?]);
+        }
+        let mut out = Vec::new();
+        for entry in self.fs.read_dir(dir).map_err(err)? {
+            let entry = entry.map_err(err)?;
+            let name = entry.file_name();
+            if name.as_ref() == b"." || name.as_ref() == b".." {
+                continue;
+            }
+            let path = entry.path();
+            let path_str = String::from_utf8_lossy(path.as_ref()).into_owned();
+            let meta = self.fs.symlink_metadata(&path).map_err(err)?;
+            out.push(self.entry(name.display().to_string(), &path_str, &meta)?);
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn entry(&self, name: String, path: &str, meta: &Metadata) -> Result<Entry, Error> {
+        let target = if meta.is_symlink() {
+            let t = self
+                .fs
+                .read_link(path)
+                .map_err(|e| browse_error(&self.image, path, &e))?;
+            Some(String::from_utf8_lossy(t.as_ref()).into_owned())
+        } else {
+            None
+        };
+        Ok(Entry {
+            name,
+            kind: kind(meta.file_type()),
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            size: meta.len(),
+            mtime: meta.modified().seconds(),
+            target,
+        })
+    }
+
+    /// Writes the contents of the file at `path` to `out`; returns the byte count.
+    ///
+    /// # Errors
+    /// A missing path, a directory, a read failure, or a write failure of `out`.
+    pub fn cat(&self, path: &str, out: &mut dyn Write) -> Result<u64, Error> {
+        let mut file = self
+            .fs
+            .open(path)
+            .map_err(|e| browse_error(&self.image, path, &e))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0;
+        loop {
+            let n = file
+                .read_bytes(&mut buf)
+                .map_err(|e| browse_error(&self.image, path, &e))?;
+            if n == 0 {
+                return Ok(total);
+            }
+            out.write_all(&buf[..n])
+                .map_err(|e| IoError::new(Path::new("<output>"), "write", Some(total), e))?;
+            total += n as u64;
+        }
+    }
+
+    /// Copies `path` (a file, symlink or whole directory tree) out of the image to `dest`,
+    /// keeping permissions and modification times (and owners when run as root). Existing
+    /// files are never overwritten. Returns the number of entries written.
+    ///
+    /// # Errors
+    /// A missing path, an existing destination file, or a read or write failure.
+    pub fn extract(&self, path: &str, dest: &Path) -> Result<u64, Error> {
+        let meta = self
+            .fs
+            .symlink_metadata(path)
+            .map_err(|e| browse_error(&self.image, path, &e))?;
+        let mut count = 0;
+        self.extract_one(path, &meta, dest, &mut count)?;
+        Ok(count)
+    }
+
+    fn extract_one(
+        &self,
+        path: &str,
+        meta: &Metadata,
+        dest: &Path,
+        count: &mut u64,
+    ) -> Result<(), Error> {
+        let io =
+            |op: &'static str| move |e: std::io::Error| Error::Io(IoError::new(dest, op, None, e));
+        match meta.file_type() {
+            FileType::Directory => {
+                std::fs::create_dir(dest).map_err(io("create directory"))?;
+                for entry in self.list(path)? {
+                    let child = format!("{}/{}", path.trim_end_matches('/'), entry.name);
+                    let child_meta = self
+                        .fs
+                        .symlink_metadata(child.as_str())
+                        .map_err(|e| browse_error(&self.image, &child, &e))?;
+                    self.extract_one(&child, &child_meta, &dest.join(&entry.name), count)?;
+                }
+            }
+            FileType::Regular => {
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(dest)
+                    .map_err(io("create"))?;
+                self.cat(path, &mut file)?;
+            }
+            FileType::Symlink => {
+                let target = self
+                    .fs
+                    .read_link(path)
+                    .map_err(|e| browse_error(&self.image, path, &e))?;
+                let target =
+                    <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(target.as_ref());
+                std::os::unix::fs::symlink(target, dest).map_err(io("create symlink"))?;
+            }
+            // Device nodes, fifos and sockets are not files to copy.
+            _ => return Ok(()),
+        }
+        if !meta.is_symlink() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                dest,
+                std::fs::Permissions::from_mode(u32::from(meta.mode() & 0o7777)),
+            )
+            .map_err(io("chmod"))?;
+        }
+        if rustix::process::geteuid().is_root() {
+            let _ = std::os::unix::fs::lchown(dest, Some(meta.uid()), Some(meta.gid()));
+        }
+        // Last, so that creating a directory's children does not move its time again.
+        let t = meta.modified();
+        let when = rustix::fs::Timespec {
+            tv_sec: t.seconds(),
+            tv_nsec: i64::from(t.nanoseconds()),
+        };
+        let times = rustix::fs::Timestamps {
+            last_access: when,
+            last_modification: when,
+        };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            dest,
+            &times,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| Error::Io(IoError::new(dest, "set the times of", None, e.into())))?;
+        *count += 1;
+        Ok(())
+    }
+}
+
+/// An ext4-view error on `inside` within the image at `image`, as a clear message.
+fn browse_error(image: &Path, inside: &str, e: &Ext4Error) -> Error {
+    let what = match e {
+        Ext4Error::NotFound => format!("{inside}: no such file or directory in the image"),
+        Ext4Error::NotADirectory => format!("{inside}: not a directory"),
+        Ext4Error::IsADirectory => format!("{inside}: is a directory"),
+        Ext4Error::Incompatible(why) => format!(
+            "the filesystem in this image uses features the built-in reader does not support ({why}); \
+             restore the image and mount it to read its files"
+        ),
+        Ext4Error::Encrypted => format!("{inside}: encrypted"),
+        other => format!("{inside}: {other}"),
+    };
+    Error::Browse {
+        image: image.to_path_buf(),
+        message: what,
+    }
+}
