@@ -180,6 +180,73 @@ enum Command {
         /// Where to put it (must not exist).
         dest: PathBuf,
     },
+    /// Save a whole disk: its partition table, an image of every partition, and a manifest.
+    ///
+    /// ext2/3/4 partitions are imaged through their bitmaps, other filesystems raw. Swap is only
+    /// described (UUID, label), never imaged. The directory gets manifest.toml (human-readable),
+    /// boot-area.bin (the bytes before the first partition: boot code and boot loader area) and
+    /// partN.rimg per imaged partition.
+    SaveDisk {
+        /// The disk, e.g. /dev/sda (or a disk image file).
+        disk: PathBuf,
+        /// Directory for the manifest and images, e.g. /cluster/images/node-golden.
+        dir: PathBuf,
+        /// Record partition N as "re-create empty with the same UUID and label" instead of
+        /// imaging it (for a data partition a distributed filesystem refills). Repeatable.
+        #[arg(long, value_name = "N")]
+        reformat: Vec<u32>,
+        /// Image only these partitions (the others are recorded but skipped). Repeatable.
+        #[arg(long, value_name = "N")]
+        only: Vec<u32>,
+        /// Skip these partitions (recorded in the table, not restored). Repeatable.
+        #[arg(long, value_name = "N")]
+        skip: Vec<u32>,
+        /// zstd level for the partition images.
+        #[arg(short, long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=22))]
+        level: i32,
+        /// Compression threads (default: one per CPU).
+        #[arg(short = 'j', long, default_value_t = 0)]
+        threads: usize,
+        /// Save partitions that are mounted read-write or not clean anyway.
+        #[arg(long)]
+        force: bool,
+        /// Replace a disk already saved in DIR.
+        #[arg(long)]
+        overwrite: bool,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Restore a disk saved by save-disk onto a disk: partition table (kept if identical),
+    /// every imaged partition, swap with its old UUID and label, empty filesystems re-created
+    /// with their old UUIDs; then check every partition's identity.
+    ///
+    /// The disk must be a block device and nothing on it mounted. Everything that can be
+    /// checked (manifest, images, sizes, mke2fs present) is checked before anything is written.
+    /// The kernel is asked to re-read the table (BLKRRPART); where it cannot, partitions are
+    /// added one by one (BLKPG).
+    RestoreDisk {
+        /// Directory written by save-disk.
+        dir: PathBuf,
+        /// The disk to write, e.g. /dev/sda.
+        disk: PathBuf,
+        /// Run this shell command with the restored root filesystem mounted (and the restored
+        /// partitions its /etc/fstab mounts under it, like /boot), then unmount. The command
+        /// sees RIMAGE_ROOT (the mount point), RIMAGE_DISK, RIMAGE_ROOT_DEVICE and
+        /// RIMAGE_PART_<N>. Example: 'arch-chroot "$RIMAGE_ROOT" mkinitcpio -p linux'.
+        #[arg(long, value_name = "CMD")]
+        post_restore: Option<String>,
+        /// The root partition for --post-restore (default: the one with /etc/fstab).
+        #[arg(long, value_name = "N")]
+        root: Option<u32>,
+        /// Worker threads (default: one per CPU).
+        #[arg(short = 'j', long, default_value_t = 0)]
+        threads: usize,
+        /// Make free blocks of restored filesystems read as zeros.
+        #[arg(long)]
+        zero_free: bool,
+        #[command(flatten)]
+        out: Output,
+    },
     /// Print a shell completion script, e.g. `rimage completions bash > /etc/bash_completion.d/rimage`.
     Completions {
         /// The shell.
@@ -424,6 +491,65 @@ pub fn try_main() -> Result<ExitCode> {
             );
             Ok(ExitCode::from(EXIT_OK))
         }
+        Command::SaveDisk {
+            disk,
+            dir,
+            reformat,
+            only,
+            skip,
+            level,
+            threads,
+            force,
+            overwrite,
+            out,
+        } => {
+            let save = SaveOptions {
+                level,
+                threads,
+                force,
+                overwrite,
+                ..SaveOptions::default()
+            };
+            let opts = rimage::disk::SaveDiskOptions {
+                save,
+                reformat,
+                only,
+                skip,
+            };
+            let bar = Bar::new(&out);
+            let report = rimage::disk::save_disk(&disk, &dir, &opts, &bar)?;
+            print_disk_report(&report, &out, "saved")?;
+            Ok(ExitCode::from(EXIT_OK))
+        }
+        Command::RestoreDisk {
+            dir,
+            disk,
+            post_restore,
+            root,
+            threads,
+            zero_free,
+            out,
+        } => {
+            let free_space = if zero_free {
+                FreeSpace::Zero
+            } else {
+                FreeSpace::Leave
+            };
+            let restore = RestoreOptions {
+                threads,
+                free_space,
+                expect_uuid: None,
+            };
+            let opts = rimage::disk::RestoreDiskOptions {
+                restore,
+                post_restore,
+                root,
+            };
+            let bar = Bar::new(&out);
+            let report = rimage::disk::restore_disk(&dir, &disk, &opts, &bar)?;
+            print_disk_report(&report, &out, "restored")?;
+            Ok(ExitCode::from(EXIT_OK))
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -446,6 +572,60 @@ pub fn try_main() -> Result<ExitCode> {
             }
         }
     }
+}
+
+fn print_disk_report(report: &rimage::disk::DiskReport, out: &Output, verb: &str) -> Result<()> {
+    if out.json {
+        return print_json(report, false);
+    }
+    if out.quiet {
+        return Ok(());
+    }
+    let mut o = io::stdout().lock();
+    writeln!(
+        o,
+        "{verb} {} ({} table); manifest {}",
+        report.disk.display(),
+        report.table,
+        report.manifest.display()
+    )?;
+    if let Some(t) = &report.table_action {
+        writeln!(o, "  table: {t}")?;
+    }
+    for p in &report.partitions {
+        let fs = &p.filesystem;
+        let id = [
+            fs.label.as_ref().map(|l| format!("\"{l}\"")),
+            fs.uuid.as_ref().map(|u| format!("UUID {u}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+        let action = match p.action {
+            rimage::disk::manifest::Action::Image => {
+                format!("imaged ({})", p.image.as_deref().unwrap_or(""))
+            }
+            rimage::disk::manifest::Action::Swap => "swap header".to_string(),
+            rimage::disk::manifest::Action::Reformat => "re-created empty".to_string(),
+            rimage::disk::manifest::Action::Skip => "skipped".to_string(),
+        };
+        let dev = p
+            .device
+            .as_ref()
+            .map(|d| format!(" on {}", d.display()))
+            .unwrap_or_default();
+        writeln!(
+            o,
+            "  partition {}: {} {id}: {action}{dev}",
+            p.number,
+            fs.kind.name()
+        )?;
+    }
+    if let Some(pr) = &report.post_restore {
+        writeln!(o, "  post-restore: {pr}")?;
+    }
+    Ok(())
 }
 
 fn image_source(p: PathBuf) -> ImageSource {

@@ -8,6 +8,7 @@
 //! The library never prints; the `rimage` binary presents what it returns.
 
 pub mod browse;
+pub mod disk;
 pub mod error;
 pub mod fs;
 #[doc(hidden)]

@@ -128,11 +128,26 @@ pub fn save(
     }
     let dev = Device::open(source)?;
     check_mounts(source, opts.force, progress)?;
+    save_device(&dev, dest, opts, progress)
+}
+
+/// Saves an opened device (or a window of one: a partition read through its disk). The caller
+/// has checked that it is not mounted read-write.
+///
+/// # Errors
+/// As [`save`].
+pub fn save_device(
+    dev: &Device,
+    dest: &Destination,
+    opts: &SaveOptions,
+    progress: &dyn Progress,
+) -> Result<SaveReport, Error> {
+    let source = dev.path();
     let scan = if opts.raw {
         Scan::Raw(RawLayout::new(dev.size_bytes()))
     } else {
         fs::probe(
-            &dev,
+            dev,
             ScanOptions {
                 verify_checksums: !opts.force,
             },
@@ -140,15 +155,15 @@ pub fn save(
         .map_err(|e| Error::ext(source, e))?
     };
     progress.start("scanning", 0);
-    let info = scan.info(&dev).map_err(|e| Error::ext(source, e))?;
+    let info = scan.info(dev).map_err(|e| Error::ext(source, e))?;
     progress.finish();
     let flags = check_state(source, &info, opts.force, progress)?;
-    let header = make_header(&info, &dev, opts, flags);
+    let header = make_header(&info, dev, opts, flags);
 
     let (summary, image) = match dest {
         Destination::File(path) => (
             write_file(path, &header, opts.overwrite, |w| {
-                pipeline(&dev, &scan, &header, opts, w, path, progress)
+                pipeline(dev, &scan, &header, opts, w, path, progress)
             })?,
             path.display().to_string(),
         ),
@@ -161,7 +176,7 @@ pub fn save(
             let out = BufWriter::with_capacity(1 << 20, File::from(fd));
             let w = ImageWriter::new(out, &header)
                 .map_err(|e| IoError::new(stdout, "write", Some(0), e))?;
-            let (_, summary) = pipeline(&dev, &scan, &header, opts, w, stdout, progress)?;
+            let (_, summary) = pipeline(dev, &scan, &header, opts, w, stdout, progress)?;
             (summary, "-".to_string())
         }
     };

@@ -90,6 +90,8 @@ pub enum DeviceKind {
 pub struct Device {
     file: File,
     path: PathBuf,
+    /// Where this device's byte 0 is in the file (non-zero for a partition read through its disk).
+    base: u64,
     size: u64,
     kind: DeviceKind,
 }
@@ -133,9 +135,39 @@ impl Device {
         };
         Ok(Self {
             file,
+            base: 0,
             path: path.to_path_buf(),
             size,
             kind,
+        })
+    }
+
+    /// A view of `len` bytes at `offset` of this device, named `name` in messages: a partition
+    /// read through its whole disk, without needing the kernel's partition device.
+    ///
+    /// # Errors
+    /// When the range is not inside the device, or the file cannot be duplicated.
+    pub fn window(&self, offset: u64, len: u64, name: PathBuf) -> Result<Self, IoError> {
+        if offset.checked_add(len).is_none_or(|end| end > self.size) {
+            let e = io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{len} bytes at offset {offset} are not inside its {} bytes",
+                    self.size
+                ),
+            );
+            return Err(IoError::new(&self.path, "view", Some(offset), e));
+        }
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| IoError::new(&self.path, "dup", None, e))?;
+        Ok(Self {
+            file,
+            path: name,
+            base: self.base + offset,
+            size: len,
+            kind: self.kind,
         })
     }
 
@@ -175,7 +207,13 @@ impl ReadAt for Device {
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.file.read_exact_at(buf, offset)
+        if offset
+            .checked_add(buf.len() as u64)
+            .is_none_or(|end| end > self.size)
+        {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.file.read_exact_at(buf, self.base + offset)
     }
 }
 

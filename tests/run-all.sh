@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test, first installing what the tests use when it is missing (Debian/Ubuntu):
 # e2fsprogs (mke2fs -d, e2fsck, dumpe2fs), util-linux (losetup, mount), partclone, zstd, fdisk
-# (sfdisk), dosfstools. Tests that need root or loop devices say so and skip that part.
+# (sfdisk), dosfstools, mtools. Tests that need root or loop devices say so and skip that part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,7 @@ have partclone.ext4 || need+=(partclone)
 have zstd || need+=(zstd)
 have sfdisk || need+=(fdisk)
 have mkfs.vfat || need+=(dosfstools)
+have mcopy || need+=(mtools)
 have blkid || need+=(util-linux)
 have partx || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then

@@ -458,7 +458,9 @@ pub fn open_rw(path: &Path) -> File {
         .unwrap()
 }
 
-/// A loop device over a file, detached on drop.
+/// A loop device over a file, detached on drop (with any partitions the kernel has for it:
+/// partitions added with BLKPG outlive a detach, and a later attach of another file to the same
+/// loop device would inherit them).
 pub struct LoopDev {
     pub dev: PathBuf,
 }
@@ -478,14 +480,27 @@ impl LoopDev {
             );
             return None;
         }
-        Some(Self {
-            dev: PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()),
-        })
+        let dev = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let _ = Command::new("partx").arg("-d").arg(&dev).output();
+        Some(Self { dev })
+    }
+
+    /// Attaches `file` and has the kernel add the partitions of its table (`partx -a`).
+    pub fn with_partitions(file: &Path) -> Option<Self> {
+        let lo = Self::new(file)?;
+        run(Command::new("partx").arg("-a").arg(&lo.dev));
+        Some(lo)
+    }
+
+    /// The device node of partition `n`.
+    pub fn part(&self, n: u32) -> PathBuf {
+        PathBuf::from(format!("{}p{n}", self.dev.display()))
     }
 }
 
 impl Drop for LoopDev {
     fn drop(&mut self) {
+        let _ = Command::new("partx").arg("-d").arg(&self.dev).output();
         let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
     }
 }

@@ -1,0 +1,144 @@
+//! The manifest of a saved disk: a versioned, human-readable TOML file in the image directory
+//! that records the partition table, what each partition holds and what restore-disk does with
+//! it.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::identify::Detected;
+use super::table::Table;
+
+/// File name of the manifest in a disk directory.
+pub const MANIFEST: &str = "manifest.toml";
+/// Format name in the manifest.
+pub const FORMAT: &str = "rimage-disk";
+
+/// Manifest versions this rimage reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub enum Version {
+    /// The first.
+    V1,
+}
+
+impl TryFrom<u32> for Version {
+    type Error = String;
+
+    fn try_from(v: u32) -> Result<Self, String> {
+        match v {
+            1 => Ok(Self::V1),
+            other => Err(format!(
+                "unsupported manifest version {other} (this rimage reads version 1)"
+            )),
+        }
+    }
+}
+
+impl From<Version> for u32 {
+    fn from(v: Version) -> u32 {
+        match v {
+            Version::V1 => 1,
+        }
+    }
+}
+
+/// What restore-disk does with a partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Restore it from its image.
+    Image,
+    /// Write a swap header with the recorded UUID and label.
+    Swap,
+    /// Re-create an empty filesystem with the recorded type, UUID and label.
+    Reformat,
+    /// Leave it alone (the table still has it).
+    Skip,
+}
+
+/// A partition's plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Partition number.
+    pub number: u32,
+    /// What restore-disk does.
+    pub action: Action,
+    /// What the partition held when saved.
+    pub filesystem: Detected,
+    /// The image file (in the same directory) for `action = "image"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+/// The whole manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always "rimage-disk".
+    pub format: String,
+    /// Format version.
+    pub version: Version,
+    /// When it was saved (RFC 3339).
+    pub created: String,
+    /// The rimage that saved it.
+    pub writer: String,
+    /// The disk it was saved from.
+    pub source: String,
+    /// Size of that disk in bytes.
+    pub disk_bytes: u64,
+    /// File (in the same directory) with the disk's bytes before the first partition: boot
+    /// code and, on MBR disks, the boot loader's embedding area.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_area: Option<String>,
+    /// The partition table.
+    pub table: Table,
+    /// One plan per partition.
+    pub partitions: Vec<Plan>,
+}
+
+impl Manifest {
+    /// Reads and checks a manifest.
+    ///
+    /// # Errors
+    /// Unreadable, not TOML, another format, or an unknown version: the message names the file.
+    pub fn read(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let m: Self = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if m.format != FORMAT {
+            return Err(format!(
+                "{}: not a rimage disk manifest (format {:?})",
+                path.display(),
+                m.format
+            ));
+        }
+        for p in &m.partitions {
+            if !m.table.partitions.iter().any(|e| e.number == p.number) {
+                return Err(format!(
+                    "{}: partition {} has a plan but no table entry",
+                    path.display(),
+                    p.number
+                ));
+            }
+            if p.action == Action::Image && p.image.is_none() {
+                return Err(format!(
+                    "{}: partition {} is to be imaged but names no image",
+                    path.display(),
+                    p.number
+                ));
+            }
+        }
+        Ok(m)
+    }
+
+    /// The manifest as TOML.
+    ///
+    /// # Errors
+    /// Never for a manifest built by save-disk.
+    pub fn to_toml(&self) -> Result<String, String> {
+        let body = toml::to_string_pretty(self).map_err(|e| e.to_string())?;
+        Ok(format!(
+            "# rimage disk manifest: the partition table of {} and what restore-disk does with each partition.\n{body}",
+            self.source
+        ))
+    }
+}

@@ -1,0 +1,369 @@
+//! The node workflow end to end on loop devices: a disk with /boot, /, swap and a data
+//! partition is saved with save-disk and restored with restore-disk onto a second,
+//! pattern-filled disk; the table, every identity, every file, swap, the re-created data
+//! partition and the post-restore command are checked. GPT (ext2 /boot) and MBR (vfat /boot).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{LoopDev, have, run};
+
+const BOOT_UUID: &str = "5b0a0000-0000-4000-8000-000000000b00";
+const SWAP_UUID: &str = "5ca90000-0000-4000-8000-000000000590";
+const VFAT_ID: &str = "1234ABCD";
+
+fn tools_missing() -> Option<String> {
+    let missing: Vec<&str> = [
+        "losetup",
+        "partx",
+        "sfdisk",
+        "mke2fs",
+        "mkswap",
+        "blkid",
+        "mkfs.vfat",
+        "fsck.vfat",
+        "mcopy",
+        "e2fsck",
+    ]
+    .into_iter()
+    .filter(|t| !have(t))
+    .collect();
+    if !missing.is_empty() {
+        return Some(format!("missing {missing:?}"));
+    }
+    if !rustix::process::geteuid().is_root() {
+        return Some("not root".into());
+    }
+    None
+}
+
+/// `sfdisk -d` of a disk with its device name replaced, so two disks compare.
+fn table_dump(dev: &Path) -> String {
+    let name = dev.display().to_string();
+    run(Command::new("sfdisk").arg("-d").arg(dev)).replace(&name, "DISK")
+}
+
+/// blkid's view of a partition: TYPE, UUID, LABEL, PARTUUID...
+fn blkid(node: &Path) -> BTreeMap<String, String> {
+    let out = Command::new("blkid")
+        .args(["-p", "-o", "export"])
+        .arg(node)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| {
+            !matches!(
+                *k,
+                "DEVNAME" | "PART_ENTRY_DISK" | "PART_ENTRY_SCHEME" | "PART_ENTRY_NUMBER"
+            )
+        })
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn make_source_disk(dir: &Path, label: &str, vfat_boot: bool) -> (PathBuf, LoopDev) {
+    let img = dir.join("source-disk.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(300 << 20)
+        .unwrap();
+    let script = if label == "gpt" {
+        "label: gpt\n,32M,L\n,160M,L\n,16M,S\n,,L\n"
+    } else {
+        "label: dos\n,32M,83,*\n,160M,83\n,16M,82\n,,83\n"
+    };
+    let mut sfdisk = Command::new("sfdisk")
+        .arg("-q")
+        .arg(&img)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    sfdisk
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(sfdisk.wait().unwrap().success());
+    let lo = LoopDev::with_partitions(&img).expect("loop device");
+
+    // /boot
+    let boot_tree = dir.join("boot-tree");
+    std::fs::create_dir_all(boot_tree.join("grub")).unwrap();
+    std::fs::write(boot_tree.join("grub/grub.cfg"), "menuentry node {}\n").unwrap();
+    std::fs::write(boot_tree.join("vmlinuz-linux"), vec![0x5Au8; 700_000]).unwrap();
+    let fstab_boot = if vfat_boot {
+        run(Command::new("mkfs.vfat")
+            .args(["-F", "16", "-i", VFAT_ID, "-n", "BOOT"])
+            .arg(lo.part(1)));
+        // Files go onto the FAT filesystem with mtools (the kernel here may lack vfat).
+        run(Command::new("mcopy")
+            .arg("-s")
+            .arg("-i")
+            .arg(lo.part(1))
+            .arg(boot_tree.join("grub"))
+            .arg(boot_tree.join("vmlinuz-linux"))
+            .arg("::"));
+        if kernel_has_vfat() {
+            format!(
+                "UUID={}-{} /boot vfat defaults 0 2\n",
+                &VFAT_ID[..4],
+                &VFAT_ID[4..]
+            )
+        } else {
+            String::new()
+        }
+    } else {
+        run(Command::new("mke2fs")
+            .args([
+                "-q", "-F", "-t", "ext2", "-L", "boot", "-U", BOOT_UUID, "-d",
+            ])
+            .arg(&boot_tree)
+            .arg(lo.part(1)));
+        format!("UUID={BOOT_UUID} /boot ext2 defaults 0 2\n")
+    };
+    // /
+    let root_tree = dir.join("root-tree");
+    common::tree::populate(&root_tree, 11);
+    std::fs::create_dir_all(root_tree.join("boot")).unwrap();
+    std::fs::write(root_tree.join("etc/fstab"), format!("# node\nLABEL=root / ext4 defaults 0 1\n{fstab_boot}UUID={SWAP_UUID} none swap sw 0 0\n")).unwrap();
+    run(Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-L", "root", "-d"])
+        .arg(&root_tree)
+        .arg(lo.part(2)));
+    // swap and data
+    run(Command::new("mkswap")
+        .args(["-q", "-L", "swap0", "-U", SWAP_UUID])
+        .arg(lo.part(3)));
+    let data_tree = dir.join("data-tree");
+    std::fs::create_dir_all(&data_tree).unwrap();
+    std::fs::write(data_tree.join("chunk-0001"), vec![1u8; 1 << 20]).unwrap();
+    run(Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-L", "data", "-d"])
+        .arg(&data_tree)
+        .arg(lo.part(4)));
+    (img, lo)
+}
+
+/// Whether the running kernel can mount FAT (the post-restore step mounts /boot from fstab).
+fn kernel_has_vfat() -> bool {
+    std::fs::read_to_string("/proc/filesystems")
+        .is_ok_and(|f| f.lines().any(|l| l.trim_end().ends_with("vfat")))
+}
+
+fn workflow(label: &str, vfat_boot: bool) {
+    if let Some(why) = tools_missing() {
+        eprintln!("SKIP disk workflow ({label}): {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_img, a) = make_source_disk(dir.path(), label, vfat_boot);
+    let saved = dir.path().join("saved");
+    let out = common::rimage()
+        .args(["save-disk", "-q", "--reformat", "4"])
+        .arg(&a.dev)
+        .arg(&saved)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "save-disk: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest = std::fs::read_to_string(saved.join("manifest.toml")).unwrap();
+    assert!(
+        manifest.contains("action = \"swap\"") && manifest.contains("action = \"reformat\""),
+        "{manifest}"
+    );
+    assert!(
+        !saved.join("part3.rimg").exists() && !saved.join("part4.rimg").exists(),
+        "swap or data partition was imaged"
+    );
+
+    if vfat_boot {
+        let boot_files = common::run(
+            Command::new("mdir")
+                .arg("-/")
+                .arg("-b")
+                .arg("-i")
+                .arg(a.part(1))
+                .arg("::"),
+        );
+        assert!(boot_files.contains("grub.cfg"), "{boot_files}");
+    }
+    let target = dir.path().join("target-disk.img");
+    common::pattern_file(&target, 300 << 20);
+    let b = LoopDev::new(&target).expect("loop device");
+    // /boot is mounted for the command when the root's fstab names it (and the kernel can).
+    let boot_mounted = !vfat_boot || kernel_has_vfat();
+    if !boot_mounted {
+        eprintln!(
+            "note: this kernel has no vfat: /boot is left out of fstab and not mounted for the post-restore command"
+        );
+    }
+    let post = r#"touch "$RIMAGE_ROOT/post-restore-ran" && test "$RIMAGE_PART_2" = "$RIMAGE_ROOT_DEVICE" && if [ -f "$RIMAGE_ROOT/boot/grub/grub.cfg" ]; then touch "$RIMAGE_ROOT/boot-was-mounted"; fi"#;
+    let out = common::rimage()
+        .args(["restore-disk", "--post-restore", post])
+        .arg(&saved)
+        .arg(&b.dev)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "restore-disk: {text}");
+
+    // The table, and every identity blkid sees (TYPE, UUID, LABEL, PARTUUID, ...).
+    assert_eq!(
+        table_dump(&a.dev),
+        table_dump(&b.dev),
+        "partition tables differ"
+    );
+    for n in 1..=4 {
+        assert_eq!(
+            blkid(&a.part(n)),
+            blkid(&b.part(n)),
+            "partition {n}: blkid differs"
+        );
+    }
+    assert_eq!(
+        blkid(&b.part(3)).get("TYPE").map(String::as_str),
+        Some("swap")
+    );
+    assert_eq!(
+        blkid(&b.part(3)).get("UUID").map(String::as_str),
+        Some(SWAP_UUID)
+    );
+
+    // /boot
+    if vfat_boot {
+        run(Command::new("fsck.vfat").arg("-n").arg(b.part(1)));
+        // A raw image restores byte for byte (its zero blocks as zeros over the pattern).
+        assert!(
+            std::fs::read(a.part(1)).unwrap() == std::fs::read(b.part(1)).unwrap(),
+            "the vfat /boot partition differs"
+        );
+    } else {
+        common::assert_fsck_clean(&b.part(1));
+        let (_, x) = common::tree::snapshot(&a.part(1)).unwrap();
+        let (_, y) = common::tree::snapshot(&b.part(1)).unwrap();
+        assert!(
+            x.contains_key("/grub/grub.cfg") && x == y,
+            "the /boot files differ"
+        );
+    }
+    // /: every file identical, plus what the post-restore command left.
+    common::assert_fsck_clean(&b.part(2));
+    let before = ext4_view::Ext4::load_from_path(a.part(2)).unwrap();
+    let after = ext4_view::Ext4::load_from_path(b.part(2)).unwrap();
+    let mut restored = common::tree::snapshot_ext4(&after).unwrap();
+    assert!(
+        restored.remove("/post-restore-ran").is_some(),
+        "the post-restore command did not run in the root"
+    );
+    assert_eq!(
+        restored.remove("/boot-was-mounted").is_some(),
+        boot_mounted,
+        "/boot mounted for the post-restore command: {text}"
+    );
+    assert_eq!(
+        common::tree::snapshot_ext4(&before).unwrap(),
+        restored,
+        "the root filesystem's files differ"
+    );
+    // data: empty, old UUID and label.
+    common::assert_fsck_clean(&b.part(4));
+    let data = ext4_view::Ext4::load_from_path(b.part(4)).unwrap();
+    let names: Vec<String> = data
+        .read_dir("/")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().display().to_string())
+        .collect();
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| !n.starts_with('.'))
+            .collect::<Vec<_>>(),
+        ["lost+found"],
+        "the data partition is not empty"
+    );
+
+    // A second restore keeps the identical table.
+    drop(a);
+    let out = common::rimage()
+        .args(["restore-disk"])
+        .arg(&saved)
+        .arg(&b.dev)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("kept the identical partition table"),
+        "{text}"
+    );
+}
+
+#[test]
+fn gpt_disk_with_ext2_boot() {
+    workflow("gpt", false);
+}
+
+#[test]
+fn mbr_disk_with_vfat_boot() {
+    workflow("dos", true);
+}
+
+#[test]
+fn a_disk_too_small_is_refused_before_any_write() {
+    if let Some(why) = tools_missing() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_img, a) = make_source_disk(dir.path(), "gpt", false);
+    let saved = dir.path().join("saved");
+    let out = common::rimage()
+        .args(["save-disk", "-q"])
+        .arg(&a.dev)
+        .arg(&saved)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let small = dir.path().join("small.img");
+    common::pattern_file(&small, 200 << 20);
+    let before = std::fs::read(&small).unwrap();
+    {
+        let c = LoopDev::new(&small).unwrap();
+        let out = common::rimage()
+            .args(["restore-disk"])
+            .arg(&saved)
+            .arg(&c.dev)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("nothing was written"),
+            "{err}"
+        );
+    }
+    assert!(
+        std::fs::read(&small).unwrap() == before,
+        "the small disk was written to"
+    );
+}
