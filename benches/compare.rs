@@ -217,7 +217,7 @@ fn machine() -> String {
             .unwrap_or_default()
     };
     let partclone = Command::new("partclone.ext4")
-        .arg("--version")
+        .arg("-v")
         .output()
         .map(|o| {
             let t = format!(
@@ -226,7 +226,7 @@ fn machine() -> String {
                 String::from_utf8_lossy(&o.stderr)
             );
             t.lines()
-                .find(|l| l.contains("partclone"))
+                .find(|l| l.contains("Partclone"))
                 .unwrap_or("")
                 .trim()
                 .to_string()
@@ -431,7 +431,7 @@ fn main() {
         cx.measure(
             "zstd -dc | partclone.restore",
             &format!(
-                "zstd -q -dc {} | partclone.restore -q -C -s - -O {t} 2>/dev/null",
+                "zstd -q -dc {} | partclone.restore -C -s - -O {t} >/dev/null 2>&1",
                 d("p3.zst")
             ),
             cache,
@@ -657,7 +657,7 @@ fn report(cx: &Ctx, root: &Path, used: u64, size: u64, cores: usize, scaling: &[
         let _ = writeln!(
             md,
             "| {} | {:.2} | {} | {} |",
-            r.what,
+            r.what.replace('|', "\\|"),
             r.value,
             r.target,
             if r.target == "-" {
@@ -677,7 +677,7 @@ fn report(cx: &Ctx, root: &Path, used: u64, size: u64, cores: usize, scaling: &[
         let _ = writeln!(
             md,
             "| `{}` | {} | {:.2} | {:.2} | {:.0} | {} |",
-            ms.name,
+            ms.name.replace('|', "\\|"),
             ms.cache,
             ms.median.wall,
             ms.median.user + ms.median.sys,

@@ -49,3 +49,16 @@ for name, sel in (("ext", 1), ("raw", 3)):
     open(f"{c}/chunk/{name}", "wb").write(bytes([sel]) + rec)
 PY
 ls -l "$c"/*
+
+# Partition tables (small disks made by sfdisk: GPT; MBR with an extended partition and
+# logical ones) and disk manifests.
+mkdir -p "$c/table" "$c/manifest"
+rm -f "$c/table/gpt" "$c/table/dos"
+truncate -s 128K "$c/table/gpt" "$c/table/dos"
+printf 'label: gpt\nfirst-lba: 34\nstart=40, size=64, type=L\nstart=104, size=32, type=S\n' | sfdisk -q "$c/table/gpt"
+printf 'label: dos\nstart=8, size=40, type=83, bootable\nstart=48, size=120, type=5\nstart=56, size=16, type=83\nstart=80, size=16, type=82\n' | sfdisk -q "$c/table/dos"
+for t in gpt dos; do
+  cp "$c/table/$t" "$work/disk-$t"
+  "$rimage" save-disk -q --overwrite "$work/disk-$t" "$work/saved-$t" || true
+  [ -f "$work/saved-$t/manifest.toml" ] && cp "$work/saved-$t/manifest.toml" "$c/manifest/$t.toml"
+done

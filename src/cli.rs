@@ -690,6 +690,13 @@ fn image_info(path: &Path, json: bool) -> Result<ExitCode> {
         info.stored_blocks,
         HumanBytes(info.original_bytes)
     )?;
+    if info.zero_blocks > 0 {
+        writeln!(
+            out,
+            "  zero blocks  {} (used but never written to: restored as zeros, not stored)",
+            info.zero_blocks
+        )?;
+    }
     writeln!(
         out,
         "  image        {} in {} chunks of up to {} (zstd level {})",

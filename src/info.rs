@@ -60,6 +60,8 @@ pub struct ImageInfo {
     pub chunks: u64,
     /// Blocks stored.
     pub stored_blocks: u64,
+    /// Used blocks recorded as zeros (unused inode tables), not stored.
+    pub zero_blocks: u64,
     /// Uncompressed size of the stored blocks.
     pub original_bytes: u64,
     /// Size of the image file.
@@ -92,6 +94,7 @@ pub fn inspect_image(path: &Path) -> Result<ImageInfo, Error> {
         header: img.header.clone(),
         chunks: img.trailer.chunk_count,
         stored_blocks: img.trailer.stored_blocks,
+        zero_blocks: img.trailer.zero_blocks,
         original_bytes,
         image_bytes,
         ratio: if image_bytes == 0 {

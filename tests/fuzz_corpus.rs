@@ -41,3 +41,13 @@ fn image_corpus() {
 fn ext_scan_corpus() {
     replay("ext_scan", rimage::fuzzing::ext_scan);
 }
+
+#[test]
+fn table_corpus() {
+    replay("table", rimage::fuzzing::table);
+}
+
+#[test]
+fn manifest_corpus() {
+    replay("manifest", rimage::fuzzing::manifest);
+}

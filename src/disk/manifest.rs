@@ -103,26 +103,36 @@ impl Manifest {
     /// Unreadable, not TOML, another format, or an unknown version: the message names the file.
     pub fn read(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let m: Self = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses and checks manifest text.
+    ///
+    /// # Errors
+    /// Not TOML, another format or version, or a table or plan that does not hold together.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let m: Self = toml::from_str(text).map_err(|e| e.to_string())?;
         if m.format != FORMAT {
             return Err(format!(
-                "{}: not a rimage disk manifest (format {:?})",
-                path.display(),
+                "not a rimage disk manifest (format {:?})",
                 m.format
             ));
         }
+        super::table::check_table(&m.table)?;
         for p in &m.partitions {
             if !m.table.partitions.iter().any(|e| e.number == p.number) {
                 return Err(format!(
-                    "{}: partition {} has a plan but no table entry",
-                    path.display(),
+                    "partition {} has a plan but no table entry",
                     p.number
                 ));
             }
-            if p.action == Action::Image && p.image.is_none() {
+            if p.action == Action::Image
+                && p.image
+                    .as_deref()
+                    .is_none_or(|i| i.is_empty() || i.contains('/'))
+            {
                 return Err(format!(
-                    "{}: partition {} is to be imaged but names no image",
-                    path.display(),
+                    "partition {} is to be imaged but names no image file in the directory",
                     p.number
                 ));
             }

@@ -152,7 +152,7 @@ pub fn save_disk(
 ) -> Result<DiskReport, Error> {
     let dev = Device::open(disk)?;
     let mut file = File::open(disk).map_err(io(disk, "open"))?;
-    let table = table::read_table(&mut file)
+    let table = table::read_table(&mut file, dev.size_bytes())
         .map_err(|e| Error::refused(disk, format!("cannot read the partition table: {e}")))?
         .ok_or_else(|| Error::refused(disk, "no partition table (neither GPT nor MBR); save a partition with `rimage save` instead"))?;
     check_disk_mounts(disk, false, opts.save.force)?;
@@ -410,7 +410,7 @@ pub fn restore_disk(
                 ),
             ));
         }
-        let current = table::read_table(&mut file).ok().flatten();
+        let current = table::read_table(&mut file, size).ok().flatten();
         let action = if current
             .as_ref()
             .is_some_and(|t| same_table(t, &m.table, size == m.disk_bytes))

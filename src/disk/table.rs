@@ -1,7 +1,6 @@
 //! Partition tables, GPT (the `gpt` crate) and MBR (the `mbrman` crate): read one into a
 //! plain description for the manifest, and write a description back onto a disk exactly.
 
-use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 
 use serde::{Deserialize, Serialize};
@@ -123,55 +122,193 @@ fn dos_entry(number: u32, p: &mbrman::MBRPartitionEntry) -> Entry {
     }
 }
 
-/// Reads the partition table of `disk`: GPT when there is a valid one, else MBR. `None` when
-/// there is no table at all.
+/// Most GPT entries accepted (the standard array has 128).
+const MAX_GPT_ENTRIES: u32 = 1024;
+/// The only GPT entry size written by partitioning tools (and read by the `gpt` crate).
+const GPT_ENTRY_SIZE: u32 = 128;
+/// Most logical partitions followed in an MBR extended partition.
+const MAX_LOGICAL: usize = 128;
+
+fn read_sector<D: Read + Seek>(disk: &mut D, lba: u64) -> Result<[u8; 512], String> {
+    let mut s = [0u8; 512];
+    let at = lba.checked_mul(SECTOR).ok_or("sector number overflows")?;
+    disk.seek(SeekFrom::Start(at))
+        .and_then(|_| disk.read_exact(&mut s))
+        .map_err(|e| format!("read of sector {lba}: {e}"))?;
+    Ok(s)
+}
+
+/// (system id, start, sectors) of the four entries of an MBR or EBR sector.
+fn mbr_entries(sector: &[u8; 512]) -> [(u8, u64, u64); 4] {
+    std::array::from_fn(|i| {
+        let e = &sector[446 + 16 * i..462 + 16 * i];
+        (
+            e[4],
+            u64::from(u32::from_le_bytes(e[8..12].try_into().expect("4 bytes"))),
+            u64::from(u32::from_le_bytes(e[12..16].try_into().expect("4 bytes"))),
+        )
+    })
+}
+
+/// Checks what the `gpt` and `mbrman` crates assume but do not check (they panic or overflow
+/// on tables that break it): GPT entry size and count, MBR partitions starting after sector
+/// 0 and inside the disk, an EBR chain that moves forward inside its extended partition.
+fn precheck<D: Read + Seek>(
+    disk: &mut D,
+    sector0: &[u8; 512],
+    disk_sectors: u64,
+    gpt: bool,
+) -> Result<(), String> {
+    if gpt {
+        let h = read_sector(disk, 1)?;
+        if &h[..8] != b"EFI PART" {
+            return Err("protective MBR but no GPT header in sector 1".into());
+        }
+        let entries = u32::from_le_bytes(h[80..84].try_into().expect("4 bytes"));
+        let size = u32::from_le_bytes(h[84..88].try_into().expect("4 bytes"));
+        if size != GPT_ENTRY_SIZE || entries == 0 || entries > MAX_GPT_ENTRIES {
+            return Err(format!(
+                "unsupported GPT: {entries} entries of {size} bytes (expected up to {MAX_GPT_ENTRIES} of {GPT_ENTRY_SIZE})"
+            ));
+        }
+        return Ok(());
+    }
+    let mut extended = None;
+    for (i, (sys, start, len)) in mbr_entries(sector0).into_iter().enumerate() {
+        if sys == 0 {
+            continue;
+        }
+        if start == 0 || len == 0 || start + len > disk_sectors {
+            return Err(format!(
+                "MBR partition {} (sectors {start}+{len}) is not inside the disk's {disk_sectors} sectors",
+                i + 1
+            ));
+        }
+        if matches!(sys, 0x05 | 0x0f | 0x85) {
+            extended = Some((start, len));
+        }
+    }
+    let Some((ext_start, ext_len)) = extended else {
+        return Ok(());
+    };
+    let mut ebr = ext_start;
+    for _ in 0..MAX_LOGICAL {
+        let s = read_sector(disk, ebr)?;
+        if s[510..512] != [0x55, 0xAA] {
+            return Ok(());
+        }
+        let [(sys, rel, len), (next_sys, next_rel, _), ..] = mbr_entries(&s);
+        // mbrman adds these in 32 bits.
+        if sys != 0
+            && (rel == 0
+                || len == 0
+                || ebr + rel + len > ext_start + ext_len
+                || ebr + rel > u64::from(u32::MAX))
+        {
+            return Err(format!(
+                "logical partition in the EBR at sector {ebr} is not inside its extended partition"
+            ));
+        }
+        if next_sys == 0 || next_rel == 0 {
+            return Ok(());
+        }
+        let next = ext_start + next_rel;
+        if next <= ebr || next >= ext_start + ext_len || next > u64::from(u32::MAX) {
+            return Err(format!(
+                "the EBR at sector {ebr} links to sector {next}, not forward inside its extended partition"
+            ));
+        }
+        ebr = next;
+    }
+    Err(format!("more than {MAX_LOGICAL} logical partitions"))
+}
+
+/// Reads the partition table of `disk` (`disk_bytes` long): GPT when there is a protective
+/// MBR, else MBR. `None` when there is no table at all.
 ///
 /// # Errors
-/// A table that is present but cannot be parsed.
-pub fn read_table(disk: &mut File) -> Result<Option<Table>, String> {
-    let mut sector0 = [0u8; 512];
-    disk.seek(SeekFrom::Start(0))
-        .and_then(|_| disk.read_exact(&mut sector0))
-        .map_err(|e| e.to_string())?;
+/// A table that is present but unreadable, malformed, or outside the disk.
+pub fn read_table<D: Read + Write + Seek + std::fmt::Debug>(
+    disk: &mut D,
+    disk_bytes: u64,
+) -> Result<Option<Table>, String> {
+    let disk_sectors = disk_bytes / SECTOR;
+    let sector0 = read_sector(disk, 0)?;
     if sector0[510..512] != [0x55, 0xAA] {
         return Ok(None);
     }
-    let protective = (0..4).any(|i| sector0[446 + 16 * i + 4] == 0xEE);
-    if protective {
-        let gpt = gpt::GptConfig::new()
-            .writable(false)
-            .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
-            .open_from_device(&mut *disk)
-            .map_err(|e| format!("GPT: {e}"))?;
-        let h = gpt.header();
-        let kind = TableKind::Gpt {
-            disk_guid: gpt.guid().to_string().to_uppercase(),
-            first_usable_lba: h.first_usable,
-            last_usable_lba: h.last_usable,
-            entries: h.num_parts,
-            entry_size: h.part_size,
-        };
-        let partitions = gpt
-            .partitions()
-            .iter()
-            .filter(|(_, p)| p.is_used())
-            .map(|(&number, p)| Entry {
-                number,
-                start_lba: p.first_lba,
-                sectors: p.last_lba + 1 - p.first_lba,
-                type_guid: Some(p.part_type_guid.guid.to_string().to_uppercase()),
-                part_guid: Some(p.part_guid.to_string().to_uppercase()),
-                name: Some(p.name.clone()),
-                attributes: Some(p.flags),
-                type_code: None,
-                bootable: None,
-                chs: None,
-                ebr_lba: None,
-                ebr_sectors: None,
-            })
-            .collect();
-        return Ok(Some(Table { kind, partitions }));
+    let protective = mbr_entries(&sector0).iter().any(|e| e.0 == 0xEE);
+    precheck(disk, &sector0, disk_sectors, protective)?;
+    // A last line of defence: a crate that still panics on some input is an error, not a crash.
+    let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if protective {
+            read_gpt(disk)
+        } else {
+            read_mbr(disk)
+        }
+    }))
+    .map_err(|_| "the partition table is malformed (its parser gave up)".to_string())??;
+    for e in &parsed.partitions {
+        if e.start_lba == 0
+            || e.sectors == 0
+            || e.start_lba
+                .checked_add(e.sectors)
+                .is_none_or(|end| end > disk_sectors)
+        {
+            return Err(format!(
+                "partition {} (sectors {}+{}) is not inside the disk's {disk_sectors} sectors",
+                e.number, e.start_lba, e.sectors
+            ));
+        }
     }
+    // What restore-disk will demand of it later, demanded now.
+    check_table(&parsed)?;
+    Ok(Some(parsed))
+}
+
+fn read_gpt<D: Read + Write + Seek + std::fmt::Debug>(disk: &mut D) -> Result<Table, String> {
+    let gpt = gpt::GptConfig::new()
+        .writable(false)
+        .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
+        .open_from_device(&mut *disk)
+        .map_err(|e| format!("GPT: {e}"))?;
+    let h = gpt.header();
+    let kind = TableKind::Gpt {
+        disk_guid: gpt.guid().to_string().to_uppercase(),
+        first_usable_lba: h.first_usable,
+        last_usable_lba: h.last_usable,
+        entries: h.num_parts,
+        entry_size: h.part_size,
+    };
+    let mut partitions = Vec::new();
+    for (&number, p) in gpt.partitions().iter().filter(|(_, p)| p.is_used()) {
+        if p.last_lba < p.first_lba {
+            return Err(format!(
+                "GPT partition {number} ends (sector {}) before it starts (sector {})",
+                p.last_lba, p.first_lba
+            ));
+        }
+        partitions.push(Entry {
+            number,
+            start_lba: p.first_lba,
+            sectors: (p.last_lba - p.first_lba)
+                .checked_add(1)
+                .ok_or("GPT partition too large")?,
+            type_guid: Some(p.part_type_guid.guid.to_string().to_uppercase()),
+            part_guid: Some(p.part_guid.to_string().to_uppercase()),
+            name: Some(p.name.clone()),
+            attributes: Some(p.flags),
+            type_code: None,
+            bootable: None,
+            chs: None,
+            ebr_lba: None,
+            ebr_sectors: None,
+        });
+    }
+    Ok(Table { kind, partitions })
+}
+
+fn read_mbr<D: Read + Seek>(disk: &mut D) -> Result<Table, String> {
     disk.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
     let mbr = mbrman::MBR::read_from(&mut *disk, SECTOR as u32).map_err(|e| format!("MBR: {e}"))?;
     let sig = mbr.header.disk_signature;
@@ -190,7 +327,62 @@ pub fn read_table(disk: &mut File) -> Result<Option<Table>, String> {
         e.ebr_sectors = l.ebr_sectors.map(u64::from);
         partitions.push(e);
     }
-    Ok(Some(Table { kind, partitions }))
+    Ok(Table { kind, partitions })
+}
+
+/// Checks a table that came from a manifest (which anyone can edit) before it is written:
+/// numbers, sizes and positions that the arithmetic of [`write_table`] relies on.
+///
+/// # Errors
+/// The first problem found.
+pub fn check_table(t: &Table) -> Result<(), String> {
+    if let TableKind::Gpt {
+        entries,
+        entry_size,
+        first_usable_lba,
+        ..
+    } = &t.kind
+        && (*entry_size != GPT_ENTRY_SIZE
+            || *entries == 0
+            || *entries > MAX_GPT_ENTRIES
+            || *first_usable_lba == 0)
+    {
+        return Err(format!(
+            "unsupported GPT: {entries} entries of {entry_size} bytes, first usable sector {first_usable_lba}"
+        ));
+    }
+    let max_number = match t.kind {
+        TableKind::Gpt { entries, .. } => entries,
+        TableKind::Dos { .. } => 4 + MAX_LOGICAL as u32,
+    };
+    for e in &t.partitions {
+        // 2^54 sectors of 512 bytes: all byte offsets fit in 64 bits.
+        let end = e
+            .start_lba
+            .checked_add(e.sectors)
+            .filter(|&end| end < 1 << 54);
+        if e.number == 0
+            || e.number > max_number
+            || e.start_lba == 0
+            || e.sectors == 0
+            || end.is_none()
+        {
+            return Err(format!(
+                "partition {} (sectors {}+{}) is out of range",
+                e.number, e.start_lba, e.sectors
+            ));
+        }
+        if e.number > 4
+            && matches!(t.kind, TableKind::Dos { .. })
+            && e.ebr_lba.is_none_or(|ebr| ebr == 0 || ebr >= e.start_lba)
+        {
+            return Err(format!(
+                "logical partition {} has no extended boot record before it",
+                e.number
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn parse_uuid(s: &str) -> Result<uuid::Uuid, String> {
@@ -203,8 +395,8 @@ fn parse_uuid(s: &str) -> Result<uuid::Uuid, String> {
 ///
 /// # Errors
 /// A table that does not fit the disk, or a write failure.
-pub fn write_table(
-    disk: &mut File,
+pub fn write_table<D: Read + Write + Seek + std::fmt::Debug>(
+    disk: &mut D,
     table: &Table,
     disk_bytes: u64,
     boot_code: &[u8; 440],
@@ -332,13 +524,18 @@ pub fn write_table(
                         .get_mut(e.number as usize)
                         .ok_or("bad partition number")? = entry;
                 } else {
+                    // check_table guarantees an EBR before the partition.
+                    let ebr = e.ebr_lba.unwrap_or(e.start_lba - 1);
+                    // The link to an EBR spans from it to the end of its logical partition.
+                    let span = e.ebr_sectors.unwrap_or(e.start_lba + e.sectors - ebr);
                     mbr.logical_partitions.push(mbrman::LogicalPartition {
                         partition: entry,
-                        absolute_ebr_lba: u32::try_from(e.ebr_lba.unwrap_or(e.start_lba - 1))
-                            .map_err(|_| "EBR beyond 2 TiB")?,
-                        ebr_sectors: e.ebr_sectors.and_then(|s| u32::try_from(s).ok()),
+                        absolute_ebr_lba: u32::try_from(ebr).map_err(|_| "EBR beyond 2 TiB")?,
+                        ebr_sectors: Some(
+                            u32::try_from(span).map_err(|_| "EBR span beyond 2 TiB")?,
+                        ),
                         ebr_first_chs: mbrman::CHS::empty(),
-                        ebr_last_chs: None,
+                        ebr_last_chs: Some(mbrman::CHS::empty()),
                         bootstrap_code: [0; 446],
                     });
                 }

@@ -122,16 +122,22 @@ impl<R: Read> StreamReader<R> {
             ))
             .into());
         }
-        // record_len() is bounded by the limits decode() checked.
+        // record_len() is bounded by the format's limits; even so the buffer grows only as
+        // bytes actually arrive, so a header that promises 64 MiB costs nothing until sent.
         buf.clear();
         buf.extend_from_slice(&head);
-        buf.resize(h.record_len(), 0);
-        read_exact(
-            &mut self.r,
-            &mut buf[CHUNK_HEADER_LEN..],
-            offset,
-            "chunk record",
-        )?;
+        let rest = (h.record_len() - CHUNK_HEADER_LEN) as u64;
+        let got = (&mut self.r)
+            .take(rest)
+            .read_to_end(buf)
+            .map_err(|source| StreamError::Io { offset, source })?;
+        if got as u64 != rest {
+            return Err(FormatError::Truncated {
+                what: "chunk record",
+                offset,
+            }
+            .into());
+        }
         self.pos += buf.len() as u64;
         // Zero extents are counted here: the index does not list them.
         for e in buf[CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + h.extents_len()].chunks_exact(EXTENT_LEN)
