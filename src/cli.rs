@@ -794,23 +794,16 @@ fn source_info(path: &Path, json: bool) -> Result<ExitCode> {
             "               (the superblock's free count says {sb_used}; it lags while mounted)"
         )?;
     }
-    let st = &fs.state;
-    let mut state = Vec::new();
-    state.push(if st.clean {
-        "clean"
+    let problems = fs.state.problems();
+    let state = if problems.is_empty() {
+        "clean".to_string()
     } else {
-        "not clean (mounted, or not unmounted cleanly)"
-    });
-    if st.errors {
-        state.push("has errors (run e2fsck -f)");
-    }
-    if st.needs_recovery {
-        state.push("journal needs recovery (mounted, or crashed: unmount or run e2fsck)");
-    }
-    if st.orphans {
-        state.push("orphan inodes pending");
-    }
-    writeln!(out, "  state        {}", state.join("; "))?;
+        format!(
+            "not clean: the filesystem {} (unmount it; run e2fsck -f)",
+            problems.join(", ")
+        )
+    };
+    writeln!(out, "  state        {state}")?;
     Ok(ExitCode::from(EXIT_OK))
 }
 

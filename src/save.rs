@@ -231,20 +231,7 @@ fn check_state(
     if info.fs_type == FsType::Raw {
         return Ok(0);
     }
-    let st = &info.state;
-    let mut why = Vec::new();
-    if !st.clean {
-        why.push("was not cleanly unmounted (is it mounted?)");
-    }
-    if st.errors {
-        why.push("has recorded errors");
-    }
-    if st.needs_recovery {
-        why.push("has a journal that needs recovery (is it mounted?)");
-    }
-    if st.orphans {
-        why.push("has orphan inodes pending");
-    }
+    let why = info.state.problems();
     if why.is_empty() {
         return Ok(0);
     }

@@ -39,18 +39,7 @@ impl Target {
             .as_ref()
             .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()));
         if is_block {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(rustix::fs::OFlags::EXCL.bits() as i32)
-                .open(path)
-                .map_err(|e| {
-                    if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) {
-                        Error::refused(path, "the device is mounted or in use (the kernel refused exclusive access); unmount it first")
-                    } else {
-                        Error::Io(IoError::new(path, "open for writing", None, e))
-                    }
-                })?;
+            let file = open_exclusive(path)?;
             let size = block_device_size(&file)
                 .map_err(|e| IoError::new(path, "BLKGETSIZE64", None, e))?;
             if size < need {
@@ -203,6 +192,21 @@ impl Target {
             .sync_all()
             .map_err(|e| IoError::new(&self.path, "fsync", None, e))
     }
+}
+
+/// Opens a block device read-write with `O_EXCL`, which the kernel refuses (EBUSY) while the
+/// device, or a partition of it, is mounted or held by another exclusive opener.
+///
+/// # Errors
+/// [`Error::Refused`] when it is in use, naming it; I/O errors otherwise.
+pub fn open_exclusive(path: &Path) -> Result<File, Error> {
+    OpenOptions::new().read(true).write(true).custom_flags(rustix::fs::OFlags::EXCL.bits() as i32).open(path).map_err(|e| {
+        if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) {
+            Error::refused(path, "the device is mounted or in use (the kernel refused exclusive access); unmount it first. Nothing was written")
+        } else {
+            Error::Io(IoError::new(path, "open for writing", None, e))
+        }
+    })
 }
 
 fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {

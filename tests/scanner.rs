@@ -124,37 +124,7 @@ fn check_case(name: &str) {
     }
 }
 
-macro_rules! matrix_tests {
-    ($($name:ident),* $(,)?) => {
-        $(#[test] fn $name() { check_case(stringify!($name)); })*
-
-        #[test]
-        fn every_matrix_case_has_a_test() {
-            let tested = [$(stringify!($name)),*];
-            for c in common::MATRIX {
-                assert!(tested.contains(&c.name), "matrix case {} has no test", c.name);
-            }
-        }
-    };
-}
-
-matrix_tests!(
-    ext4_small_1k,
-    ext4_small_fresh,
-    ext4_2g_4k,
-    ext4_no_flex_bg,
-    ext4_no_64bit,
-    ext4_meta_bg,
-    ext4_meta_bg_4k,
-    ext4_bigalloc_1k,
-    ext4_bigalloc_4k,
-    ext2,
-    ext3,
-    ext4_sparse_super2,
-    ext4_no_sparse_super,
-    ext4_uninit_bg,
-    ext4_inline_data,
-);
+common::matrix_tests!();
 
 // ---- Hostile metadata: typed errors, never a panic. ----
 

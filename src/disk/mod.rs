@@ -10,9 +10,9 @@ pub mod swap;
 pub mod table;
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -373,18 +373,7 @@ pub fn restore_disk(
 
     // The table: written through the whole disk, opened exclusively.
     let table_action = {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(rustix::fs::OFlags::EXCL.bits() as i32)
-            .open(disk)
-            .map_err(|e| {
-                if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) {
-                    Error::refused(disk, "the disk is in use (the kernel refused exclusive access); nothing was written")
-                } else {
-                    Error::Io(IoError::new(disk, "open for writing", None, e))
-                }
-            })?;
+        let mut file = crate::target::open_exclusive(disk)?;
         let size = block_device_size(&file).map_err(io(disk, "BLKGETSIZE64"))?;
         let last = m
             .table

@@ -66,6 +66,27 @@ pub struct FsState {
     pub orphans: bool,
 }
 
+impl FsState {
+    /// What keeps the filesystem from being copied as it is, worded to follow "the
+    /// filesystem ..."; empty when it is clean.
+    pub fn problems(&self) -> Vec<&'static str> {
+        let mut why = Vec::new();
+        if !self.clean {
+            why.push("was not cleanly unmounted (is it mounted?)");
+        }
+        if self.errors {
+            why.push("has recorded errors");
+        }
+        if self.needs_recovery {
+            why.push("has a journal that needs recovery (is it mounted?)");
+        }
+        if self.orphans {
+            why.push("has orphan inodes pending");
+        }
+        why
+    }
+}
+
 /// Identity and size of a source, as a save would record it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FsInfo {

@@ -129,6 +129,44 @@ pub const MATRIX: &[Case] = &[
     },
 ];
 
+/// Expands to one `#[test]` per matrix case, each calling `check_case("<name>")` of the file
+/// that uses it, and a test that every case of [`MATRIX`] has one.
+#[allow(unused_macros)]
+macro_rules! matrix_tests {
+    () => {
+        common::matrix_tests!(
+            ext4_small_1k,
+            ext4_small_fresh,
+            ext4_2g_4k,
+            ext4_no_flex_bg,
+            ext4_no_64bit,
+            ext4_meta_bg,
+            ext4_meta_bg_4k,
+            ext4_bigalloc_1k,
+            ext4_bigalloc_4k,
+            ext2,
+            ext3,
+            ext4_sparse_super2,
+            ext4_no_sparse_super,
+            ext4_uninit_bg,
+            ext4_inline_data,
+        );
+    };
+    ($($name:ident),* $(,)?) => {
+        $(#[test] fn $name() { check_case(stringify!($name)); })*
+
+        #[test]
+        fn every_matrix_case_has_a_test() {
+            let tested = [$(stringify!($name)),*];
+            for c in common::MATRIX {
+                assert!(tested.contains(&c.name), "matrix case {} has no test", c.name);
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use matrix_tests;
+
 /// The case called `name`.
 pub fn case(name: &str) -> &'static Case {
     MATRIX
