@@ -184,7 +184,8 @@ fn precheck<D: Read + Seek>(
                 i + 1
             ));
         }
-        if matches!(sys, 0x05 | 0x0f | 0x85) {
+        // mbrman follows the first extended partition.
+        if matches!(sys, 0x05 | 0x0f | 0x85) && extended.is_none() {
             extended = Some((start, len));
         }
     }
@@ -198,13 +199,11 @@ fn precheck<D: Read + Seek>(
             return Ok(());
         }
         let [(sys, rel, len), (next_sys, next_rel, _), ..] = mbr_entries(&s);
-        // mbrman adds these in 32 bits.
-        if sys != 0
-            && (rel == 0
-                || len == 0
-                || ebr + rel + len > ext_start + ext_len
-                || ebr + rel > u64::from(u32::MAX))
-        {
+        // mbrman adds the EBR's position and its entry's start in 32 bits, used entry or not.
+        if ebr + rel > u64::from(u32::MAX) {
+            return Err(format!("the EBR at sector {ebr} points past 2 TiB"));
+        }
+        if sys != 0 && (rel == 0 || len == 0 || ebr + rel + len > ext_start + ext_len) {
             return Err(format!(
                 "logical partition in the EBR at sector {ebr} is not inside its extended partition"
             ));
