@@ -222,10 +222,8 @@ pub fn restore(
             let hdr = img.header.clone();
             let before = check_target(target, &hdr, opts, progress)?;
             let tgt = Target::open(target, hdr.source_size)?;
-            progress.start(
-                "restoring",
-                img.trailer.stored_blocks * u64::from(hdr.block_size),
-            );
+            let blocks = img.trailer.stored_blocks + img.trailer.zero_blocks;
+            progress.start("restoring", blocks * u64::from(hdr.block_size));
             let spans = pool.install(|| {
                 (0..img.index.len())
                     .par_bridge()
