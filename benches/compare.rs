@@ -232,11 +232,17 @@ fn machine() -> String {
                 .to_string()
         })
         .unwrap_or_default();
+    // "*** Zstandard CLI (64-bit) v1.5.4, by Yann Collet ***" → "v1.5.4".
+    let zstd_version = out("zstd", &["--version"]);
+    let zstd_version = zstd_version
+        .split_whitespace()
+        .find(|w| w.starts_with('v'))
+        .unwrap_or("?")
+        .trim_end_matches(',')
+        .to_string();
     format!(
-        "{cores} cores ({cpu}), {mem} GiB RAM, Linux {}, {}, {}",
-        out("uname", &["-r"]),
-        out("zstd", &["--version"]),
-        partclone
+        "{cores} cores ({cpu}), {mem} GiB RAM, Linux {}, zstd {zstd_version}, {partclone}",
+        out("uname", &["-r"])
     )
 }
 
@@ -456,7 +462,7 @@ fn main() {
         cx.measure(
             "zstd -dc | partclone.chkimg",
             &format!(
-                "zstd -q -dc {} | partclone.chkimg -q -s - 2>/dev/null",
+                "zstd -q -dc {} | partclone.chkimg -s - >/dev/null 2>&1",
                 d("p3.zst")
             ),
             cache,
