@@ -325,9 +325,17 @@ pub fn try_main() -> Result<ExitCode> {
                     t => format!("{} \"{}\"", t.name(), h.label),
                 };
                 let line = format!(
-                    "saved {} ({what}, {} stored of {}) to {}: {} in {} chunks (ratio {:.2}), {:.1} s, {}/s",
+                    "saved {} ({what}, {} stored{} of {}) to {}: {} in {} chunks (ratio {:.2}), {:.1} s, {}/s",
                     report.source.display(),
                     HumanBytes(report.stored_bytes),
+                    if report.zero_blocks > 0 {
+                        format!(
+                            " + {} of unused inode tables as zeros",
+                            HumanBytes(report.zero_blocks * u64::from(h.block_size))
+                        )
+                    } else {
+                        String::new()
+                    },
                     HumanBytes(h.source_size),
                     report.image,
                     HumanBytes(report.image_bytes),
