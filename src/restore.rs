@@ -24,7 +24,7 @@ use crate::image::header::Header;
 use crate::image::stream::StreamReader;
 use crate::image::{ChunkId, FormatError, IndexEntry, Unstored};
 use crate::progress::Progress;
-use crate::save::resolve_threads;
+use crate::save::worker_pool;
 use crate::source::{Device, IoError, mounts_of};
 use crate::target::Target;
 
@@ -198,12 +198,7 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreReport, Error> {
-    let threads = resolve_threads(opts.threads);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("rimage-restore-{i}"))
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot start {threads} threads: {e}")))?;
+    let pool = worker_pool(opts.threads, "restore")?;
     let path = image.path();
     match image {
         ImageSource::File(p) => {

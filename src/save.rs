@@ -102,6 +102,17 @@ pub fn resolve_threads(requested: usize) -> usize {
     }
 }
 
+/// A rayon pool of `requested` workers (0 = one per CPU) named `rimage-<role>-N`.
+pub(crate) fn worker_pool(requested: usize, role: &str) -> Result<rayon::ThreadPool, Error> {
+    let threads = resolve_threads(requested);
+    let role = role.to_string();
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(move |i| format!("rimage-{role}-{i}"))
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start {threads} worker threads: {e}")))
+}
+
 /// Saves `source` into an image.
 ///
 /// # Errors
@@ -633,11 +644,7 @@ fn pipeline<W: Write + Send>(
     progress: &dyn Progress,
 ) -> Result<(W, WriteSummary), Error> {
     let threads = resolve_threads(opts.threads);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("rimage-zstd-{i}"))
-        .build()
-        .map_err(|e| Error::Compress(format!("cannot start {threads} threads: {e}")))?;
+    let pool = worker_pool(threads, "zstd")?;
     let raw_buffers = Arc::new(BufferPool::default());
     let payloads = Arc::new(BufferPool::default());
     let bs = u64::from(header.block_size);

@@ -18,7 +18,7 @@ use crate::progress::Progress;
 use crate::restore::{
     ImageSource, check_chunk, map_image, release, stdin_reader, with_decompressor,
 };
-use crate::save::resolve_threads;
+use crate::save::worker_pool;
 
 /// The outcome of a verification.
 #[derive(Clone, Debug, Serialize)]
@@ -48,12 +48,7 @@ pub fn verify(
     threads: usize,
     progress: &dyn Progress,
 ) -> Result<VerifyReport, Error> {
-    let threads = resolve_threads(threads);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("rimage-verify-{i}"))
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot start {threads} threads: {e}")))?;
+    let pool = worker_pool(threads, "verify")?;
     let path = image.path();
     let mut report = VerifyReport {
         image: path.to_path_buf(),
