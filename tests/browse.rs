@@ -214,13 +214,7 @@ fn unsupported_and_raw_images_say_so() {
     let raw = t.dir.path().join("raw.bin");
     std::fs::write(&raw, vec![7u8; 1 << 20]).unwrap();
     let image = t.dir.path().join("raw.rimg");
-    rimage::save(
-        &raw,
-        &Destination::File(image.clone()),
-        &SaveOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
+    common::save_with(&raw, &image, &SaveOptions::default());
     let msg = common::chain(&Browser::open(&image).err().expect("browsed a raw image"));
     assert!(msg.contains("raw image"), "{msg}");
 }

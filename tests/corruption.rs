@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use rimage::fs::Extent;
 use rimage::image::file::ImageFile;
-use rimage::{Destination, ImageSource, NoProgress, RestoreOptions, SaveOptions};
+use rimage::{ImageSource, NoProgress, RestoreOptions, SaveOptions};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -31,13 +31,7 @@ fn fixture() -> Fixture {
         chunk_size: 64 << 10,
         ..SaveOptions::default()
     };
-    rimage::save(
-        &sample,
-        &Destination::File(image.clone()),
-        &opts,
-        &NoProgress,
-    )
-    .unwrap();
+    common::save_with(&sample, &image, &opts);
     let bytes = std::fs::read(&image).unwrap();
     let img = ImageFile::parse(&bytes[..]).unwrap();
     let chunks = (0..img.index.len())

@@ -107,13 +107,7 @@ fn restore_target_too_small_is_refused_before_any_write() {
     let dir = tempfile::tempdir().unwrap();
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/sample.ext4");
     let image = dir.path().join("s.rimg");
-    rimage::save(
-        &sample,
-        &Destination::File(image.clone()),
-        &SaveOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
+    common::save_with(&sample, &image, &SaveOptions::default());
     let backing = dir.path().join("small.img");
     let size = std::fs::metadata(&sample).unwrap().len() - (1 << 20);
     common::pattern_file(&backing, size);
@@ -205,13 +199,7 @@ fn mounted_restore_target_is_always_refused() {
     }
     let t = build(case("ext4_small_fresh"));
     let image = t.dir.path().join("s.rimg");
-    rimage::save(
-        &t.img,
-        &Destination::File(image.clone()),
-        &SaveOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
+    common::save_with(&t.img, &image, &SaveOptions::default());
     let target = t.dir.path().join("target.img");
     std::fs::copy(&t.img, &target).unwrap();
     let m = Mounted::new(&target, true).unwrap();
@@ -249,13 +237,7 @@ fn wrong_filesystem_on_the_target_is_reported_and_expect_uuid_is_enforced() {
     }
     let t = build(case("ext4_small_fresh"));
     let image = t.dir.path().join("a.rimg");
-    rimage::save(
-        &t.img,
-        &Destination::File(image.clone()),
-        &SaveOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
+    common::save_with(&t.img, &image, &SaveOptions::default());
     let image_uuid = rimage::inspect_image(&image).unwrap().header.uuid;
     // The target holds another filesystem (another UUID).
     let target = t.dir.path().join("other.img");

@@ -14,13 +14,7 @@ use rimage::image::file::ImageFile;
 use rimage::{Destination, FreeSpace, ImageSource, NoProgress, RestoreOptions, SaveOptions};
 
 fn save(src: &Path, image: &Path, opts: SaveOptions) -> rimage::SaveReport {
-    rimage::save(
-        src,
-        &Destination::File(image.to_path_buf()),
-        &opts,
-        &NoProgress,
-    )
-    .unwrap()
+    common::save_with(src, image, &opts)
 }
 
 fn restore(image: &Path, target: &Path, free_space: FreeSpace) -> rimage::RestoreReport {

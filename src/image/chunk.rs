@@ -76,7 +76,7 @@ impl ChunkHeader {
             return Err(bad("unknown flags"));
         }
         // raw_len may be 0: a chunk of zero extents only carries an empty frame.
-        if h.raw_len > MAX_CHUNK_RAW || h.raw_len % block_size != 0 {
+        if h.raw_len > MAX_CHUNK_RAW || !h.raw_len.is_multiple_of(block_size) {
             return Err(bad("raw length is out of range"));
         }
         if h.n_extents == 0 || h.n_extents > MAX_CHUNK_EXTENTS {

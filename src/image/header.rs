@@ -220,7 +220,10 @@ impl Header {
             ));
         }
         let chunk_target = le_u32(raw, CHUNK_TARGET);
-        if chunk_target == 0 || chunk_target > MAX_CHUNK_RAW || chunk_target % block_size != 0 {
+        if chunk_target == 0
+            || chunk_target > MAX_CHUNK_RAW
+            || !chunk_target.is_multiple_of(block_size)
+        {
             return Err(FormatError::BadHeader("chunk target size is out of range"));
         }
         let total_blocks = le_u64(raw, TOTAL_BLOCKS);

@@ -603,3 +603,14 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+/// Saves `src` into the image file `image` with `opts` (panics on failure).
+pub fn save_with(src: &Path, image: &Path, opts: &rimage::SaveOptions) -> rimage::SaveReport {
+    rimage::save(
+        src,
+        &rimage::Destination::File(image.to_path_buf()),
+        opts,
+        &rimage::NoProgress,
+    )
+    .unwrap()
+}

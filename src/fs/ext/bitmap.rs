@@ -5,7 +5,7 @@
 pub fn set_range(bitmap: &mut [u8], start: usize, len: usize) {
     let end = start.saturating_add(len).min(bitmap.len() * 8);
     let mut bit = start;
-    while bit < end && bit % 8 != 0 {
+    while bit < end && !bit.is_multiple_of(8) {
         bitmap[bit / 8] |= 1 << (bit % 8);
         bit += 1;
     }

@@ -171,7 +171,7 @@ impl Layout {
 
 /// Whether `n` is a power of `base` (1 counts as `base^0`, but callers only ask for n > 1).
 fn is_power_of(mut n: u32, base: u32) -> bool {
-    while n > 1 && n % base == 0 {
+    while n > 1 && n.is_multiple_of(base) {
         n /= base;
     }
     n == 1

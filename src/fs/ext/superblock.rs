@@ -300,7 +300,7 @@ impl Superblock {
         // clusters; and at least 8, as e2fsprogs demands.
         if clusters_per_group < 8
             || clusters_per_group > block_size * 8
-            || clusters_per_group % 8 != 0
+            || !clusters_per_group.is_multiple_of(8)
         {
             return Err(bad("clusters per group is out of range"));
         }
