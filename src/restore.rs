@@ -22,10 +22,10 @@ use crate::image::digest::chunk_hash;
 use crate::image::file::ImageFile;
 use crate::image::header::Header;
 use crate::image::stream::StreamReader;
-use crate::image::{ChunkId, FormatError, IndexEntry, Unstored};
+use crate::image::{FormatError, IndexEntry, Unstored};
 use crate::progress::Progress;
 use crate::save::worker_pool;
-use crate::source::{Device, IoError, mounts_of};
+use crate::source::{Device, IoError, mounts_of, stdio_file};
 use crate::target::Target;
 
 /// Where an image is read from.
@@ -58,6 +58,17 @@ pub enum FreeSpace {
     Zero,
     /// Discard them (TRIM); where the device cannot, zero them.
     Discard,
+}
+
+impl FreeSpace {
+    /// What is done to an image's unstored blocks: a raw image's are zeros, whatever was asked.
+    pub fn for_image(self, hdr: &Header) -> Self {
+        if hdr.unstored == Unstored::Zero {
+            Self::Zero
+        } else {
+            self
+        }
+    }
 }
 
 /// Which filesystem UUID the target must hold before it is overwritten.
@@ -178,12 +189,10 @@ pub(crate) fn release(map: &Mmap, offset: u64, len: usize) {
     };
 }
 
-/// Standard input as a plain file (a duplicate of fd 0), so that it can move between threads.
+/// Standard input, buffered, as a plain file that can move between threads.
 pub(crate) fn stdin_reader() -> Result<BufReader<File>, Error> {
-    let fd = rustix::stdio::stdin()
-        .try_clone_to_owned()
-        .map_err(|e| IoError::new(Path::new("<stdin>"), "dup", None, e))?;
-    Ok(BufReader::with_capacity(1 << 20, File::from(fd)))
+    let file = stdio_file(rustix::stdio::stdin(), Path::new("<stdin>"))?;
+    Ok(BufReader::with_capacity(1 << 20, file))
 }
 
 /// Restores an image onto `target`.
@@ -215,6 +224,7 @@ pub fn restore(
                 ));
             }
             let hdr = img.header.clone();
+            let free = opts.free_space.for_image(&hdr);
             let before = check_target(target, &hdr, opts, progress)?;
             let tgt = Target::open(target, hdr.source_size)?;
             let blocks = img.trailer.stored_blocks + img.trailer.zero_blocks;
@@ -225,41 +235,39 @@ pub fn restore(
                     .map(|i| -> Result<_, Error> {
                         let rec = img.record(i).map_err(|e| Error::image(path, e))?;
                         let entry = Some(&img.index[i]);
-                        let done =
-                            write_chunk(&rec, &hdr, entry, &tgt, opts.free_space, path, progress);
+                        let done = write_chunk(&rec, &hdr, entry, &tgt, free, path, progress);
                         release(&map, rec.offset, rec.bytes().len());
                         done
                     })
                     .collect::<Result<Vec<_>, Error>>()
             })?;
             progress.finish();
-            finish(path, &hdr, spans, &tgt, opts.free_space, before)
+            // The index guarantees ascending, disjoint spans, and each chunk matched its entry.
+            finish(path, &hdr, in_order(spans), &tgt, free, before)
         }
         ImageSource::Stdin => {
             let mut reader =
                 StreamReader::new(stdin_reader()?).map_err(|e| Error::stream(path, e))?;
             let hdr = reader.header().clone();
+            let free = opts.free_space.for_image(&hdr);
             let before = check_target(target, &hdr, opts, progress)?;
             let tgt = Target::open(target, hdr.source_size)?;
             progress.start("restoring", hdr.used_blocks * u64::from(hdr.block_size));
-            let records = Records {
-                reader: &mut reader,
-                path,
-            };
             let spans = pool.install(|| {
-                records
+                reader
+                    .records()
                     .par_bridge()
                     .map(|item| -> Result<_, Error> {
-                        let (buf, offset) = item?;
+                        let (buf, offset) = item.map_err(|e| Error::stream(path, e))?;
                         let rec = ChunkRecord::new(&buf, offset, hdr.block_size)
                             .map_err(|e| Error::image(path, e))?;
-                        write_chunk(&rec, &hdr, None, &tgt, opts.free_space, path, progress)
+                        write_chunk(&rec, &hdr, None, &tgt, free, path, progress)
                     })
                     .collect::<Result<Vec<_>, Error>>()
             })?;
             progress.finish();
             // The index and digest were checked against the records when the stream ended;
-            // compare the spans the index gives with those the records had.
+            // the order of the chunks and their spans in the index are checked here.
             let end = reader.finish().ok_or_else(|| {
                 Error::image(
                     path,
@@ -269,19 +277,11 @@ pub fn restore(
                     },
                 )
             })?;
-            let mut spans = spans;
-            spans.sort_unstable_by_key(|s| s.seq);
-            for (i, (e, s)) in end.index.iter().zip(&spans).enumerate() {
-                if (e.first_block, e.end_block) != (s.first_block, s.end_block) {
-                    return Err(Error::image(
-                        path,
-                        FormatError::BadIndex(format!(
-                            "entry {i}: block span differs from its chunk"
-                        )),
-                    ));
-                }
-            }
-            finish(path, &hdr, spans, &tgt, opts.free_space, before)
+            let spans = in_order(spans);
+            let pairs: Vec<(u64, u64)> =
+                spans.iter().map(|s| (s.first_block, s.end_block)).collect();
+            end.check_spans(&pairs).map_err(|e| Error::image(path, e))?;
+            finish(path, &hdr, spans, &tgt, free, before)
         }
     }
 }
@@ -349,25 +349,6 @@ fn check_target(
     Ok(before)
 }
 
-/// The records of a stream, pulled one at a time by whichever worker is free.
-struct Records<'a, 'r, R> {
-    reader: &'a mut StreamReader<R>,
-    path: &'r Path,
-}
-
-impl<R: std::io::Read> Iterator for Records<'_, '_, R> {
-    type Item = Result<(Vec<u8>, u64), Error>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let mut buf = Vec::new();
-        match self.reader.next_record(&mut buf) {
-            Ok(Some(offset)) => Some(Ok((buf, offset))),
-            Ok(None) => None,
-            Err(e) => Some(Err(Error::stream(self.path, e))),
-        }
-    }
-}
-
 /// A chunk that was written.
 #[derive(Clone, Copy, Debug)]
 struct ChunkDone {
@@ -429,7 +410,7 @@ fn write_chunk(
     })
 }
 
-/// Zeroes or discards blocks `[from, to)` as the image type and options require.
+/// Zeroes or discards blocks `[from, to)` as `free` (already [`FreeSpace::for_image`]) says.
 fn clear(tgt: &Target, hdr: &Header, free: FreeSpace, from: u64, to: u64) -> Result<u64, Error> {
     if from >= to {
         return Ok(0);
@@ -437,12 +418,7 @@ fn clear(tgt: &Target, hdr: &Header, free: FreeSpace, from: u64, to: u64) -> Res
     let bs = u64::from(hdr.block_size);
     let offset = from * bs;
     let len = (to * bs).min(hdr.source_size).saturating_sub(offset);
-    let mode = if hdr.unstored == Unstored::Zero {
-        FreeSpace::Zero
-    } else {
-        free
-    };
-    match mode {
+    match free {
         FreeSpace::Leave => return Ok(0),
         FreeSpace::Zero => tgt.zero_range(offset, len)?,
         FreeSpace::Discard => {
@@ -454,52 +430,32 @@ fn clear(tgt: &Target, hdr: &Header, free: FreeSpace, from: u64, to: u64) -> Res
     Ok(len)
 }
 
-/// Clears the gaps between chunks and after the last, fsyncs, and reports.
+/// The written chunks in sequence order (workers finish them in any order).
+fn in_order(mut spans: Vec<ChunkDone>) -> Vec<ChunkDone> {
+    spans.sort_unstable_by_key(|s| s.seq);
+    spans
+}
+
+/// Clears the gaps between chunks (given in order, ascending and disjoint) and after the
+/// last, fsyncs, and reports.
 fn finish(
     path: &Path,
     hdr: &Header,
-    mut spans: Vec<ChunkDone>,
+    spans: Vec<ChunkDone>,
     tgt: &Target,
     free: FreeSpace,
     target_before: Identity,
 ) -> Result<RestoreReport, Error> {
-    spans.sort_unstable_by_key(|s| s.seq);
     let mut cleared: u64 = spans.iter().map(|s| s.cleared).sum();
     let mut prev_end = 0;
-    for &ChunkDone {
-        seq,
-        first_block: first,
-        end_block: end,
-        ..
-    } in &spans
-    {
-        if first < prev_end {
-            let chunk = ChunkId {
-                seq,
-                offset: 0,
-                first_block: Some(first),
-                end_block: Some(end),
-            };
-            return Err(Error::image(
-                path,
-                FormatError::BadChunk {
-                    chunk,
-                    reason: "overlaps the previous chunk".into(),
-                },
-            ));
-        }
-        cleared += clear(tgt, hdr, free, prev_end, first)?;
-        prev_end = end;
+    for s in &spans {
+        cleared += clear(tgt, hdr, free, prev_end, s.first_block)?;
+        prev_end = s.end_block;
     }
     cleared += clear(tgt, hdr, free, prev_end, hdr.total_blocks)?;
     tgt.sync()?;
     let blocks: u64 = spans.iter().map(|s| s.blocks).sum();
     let blocks_zeroed: u64 = spans.iter().map(|s| s.zero_blocks).sum();
-    let effective = if hdr.unstored == Unstored::Zero {
-        FreeSpace::Zero
-    } else {
-        free
-    };
     Ok(RestoreReport {
         image: path.to_path_buf(),
         target: tgt.path().to_path_buf(),
@@ -509,7 +465,7 @@ fn finish(
         bytes_written: blocks * u64::from(hdr.block_size),
         bytes_cleared: cleared,
         blocks_zeroed,
-        free_space: effective,
+        free_space: free,
         target_before,
     })
 }

@@ -26,7 +26,7 @@ use crate::image::{
     Compression, MAX_CHUNK_EXTENTS, MAX_CHUNK_RAW, MIN_CHUNK_TARGET, SourceType, Unstored, Version,
 };
 use crate::progress::Progress;
-use crate::source::{Device, IoError, mounts_of};
+use crate::source::{Device, IoError, mounts_of, stdio_file};
 
 /// How to save.
 #[derive(Clone, Debug)]
@@ -125,18 +125,6 @@ pub fn save(
     opts: &SaveOptions,
     progress: &dyn Progress,
 ) -> Result<SaveReport, Error> {
-    if !(1..=22).contains(&opts.level) {
-        return Err(Error::Usage(format!(
-            "zstd level {} is out of range (1 to 22)",
-            opts.level
-        )));
-    }
-    if !(MIN_CHUNK_TARGET..=MAX_CHUNK_RAW).contains(&opts.chunk_size) {
-        return Err(Error::Usage(format!(
-            "chunk size {} is out of range (64 KiB to 64 MiB)",
-            opts.chunk_size
-        )));
-    }
     let dev = Device::open(source)?;
     check_mounts(source, opts.force, progress)?;
     save_device(&dev, dest, opts, progress)
@@ -153,6 +141,18 @@ pub fn save_device(
     opts: &SaveOptions,
     progress: &dyn Progress,
 ) -> Result<SaveReport, Error> {
+    if !(1..=22).contains(&opts.level) {
+        return Err(Error::Usage(format!(
+            "zstd level {} is out of range (1 to 22)",
+            opts.level
+        )));
+    }
+    if !(MIN_CHUNK_TARGET..=MAX_CHUNK_RAW).contains(&opts.chunk_size) {
+        return Err(Error::Usage(format!(
+            "chunk size {} is out of range (64 KiB to 64 MiB)",
+            opts.chunk_size
+        )));
+    }
     let source = dev.path();
     let scan = if opts.raw {
         Scan::Raw(RawLayout::new(dev.size_bytes()))
@@ -180,11 +180,8 @@ pub fn save_device(
         ),
         Destination::Stdout => {
             let stdout = Path::new("<stdout>");
-            // A duplicate of fd 1 as a plain file: large unbuffered writes, no line buffering.
-            let fd = rustix::stdio::stdout()
-                .try_clone_to_owned()
-                .map_err(|e| IoError::new(stdout, "dup", None, e))?;
-            let out = BufWriter::with_capacity(1 << 20, File::from(fd));
+            let out =
+                BufWriter::with_capacity(1 << 20, stdio_file(rustix::stdio::stdout(), stdout)?);
             let w = ImageWriter::new(out, &header)
                 .map_err(|e| IoError::new(stdout, "write", Some(0), e))?;
             let (_, summary) = pipeline(dev, &scan, &header, opts, w, stdout, progress)?;
@@ -199,7 +196,8 @@ pub fn save_device(
         stored_blocks: summary.stored_blocks,
         zero_blocks: summary.zero_blocks,
         stored_bytes: summary.stored_blocks * bs,
-        read_bytes: header.used_blocks * bs,
+        // Zero extents (unused inode tables) are not read.
+        read_bytes: (header.used_blocks - summary.zero_blocks) * bs,
         image_bytes: summary.image_bytes,
         digest: format!("{:032x}", summary.digest),
         header,

@@ -226,6 +226,18 @@ pub fn block_device_size(file: &File) -> io::Result<u64> {
     Ok(size)
 }
 
+/// A standard stream (stdin, stdout) as a plain `File` on a duplicate of its descriptor: it can
+/// move between threads, and large reads and writes bypass std's line buffering and locks.
+///
+/// # Errors
+/// When the descriptor cannot be duplicated.
+pub fn stdio_file(fd: std::os::fd::BorrowedFd<'_>, name: &Path) -> Result<File, IoError> {
+    let owned = fd
+        .try_clone_to_owned()
+        .map_err(|e| IoError::new(name, "dup", None, e))?;
+    Ok(File::from(owned))
+}
+
 /// Starts writeback of `len` bytes at `offset` without waiting for it
 /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). Long writes kick writeback as they go so that
 /// the final fsync does not stall on gigabytes of dirty pages. Errors are ignored: this is a

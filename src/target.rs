@@ -117,11 +117,6 @@ impl Target {
         self.size
     }
 
-    /// Whether this restore created the file (unwritten ranges are holes).
-    pub fn is_fresh(&self) -> bool {
-        self.fresh
-    }
-
     /// The open file.
     pub fn file(&self) -> &File {
         &self.file

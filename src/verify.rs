@@ -1,7 +1,7 @@
 //! verify: every check restore makes, on every chunk, in parallel, without writing anything;
 //! plus the index, the block order across chunks, the counts and the whole-image digest.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -140,63 +140,52 @@ pub fn verify(
             let hdr = reader.header().clone();
             report.header = Some(hdr.clone());
             progress.start("verifying", hdr.used_blocks * u64::from(hdr.block_size));
+            // (seq, first block, end block, blocks) of every chunk that passed its checks.
             let spans: Mutex<Vec<(u64, u64, u64, u64)>> = Mutex::new(Vec::new());
-            let stream_error: Mutex<Option<Error>> = Mutex::new(None);
-            let records = Records {
-                reader: &mut reader,
-                failed: false,
-                error: &stream_error,
-            };
+            let stream_error: Mutex<Option<StreamError>> = Mutex::new(None);
             pool.install(|| {
-                records.par_bridge().for_each(|(buf, offset)| {
+                reader.records().par_bridge().for_each(|item| {
+                    let (buf, offset) = match item {
+                        Ok(record) => record,
+                        Err(e) => return *stream_error.lock().expect("error lock") = Some(e),
+                    };
                     let checked = ChunkRecord::new(&buf, offset, hdr.block_size).and_then(|rec| {
                         with_decompressor(|d, out| check_chunk(&rec, &hdr, None, d, out))
                             .map(|c| (rec.header.seq, c))
                     });
                     match checked {
-                        Ok((seq, c)) => spans.lock().expect("spans lock").push((
-                            seq,
-                            c.first_block,
-                            c.end_block,
-                            c.blocks,
-                        )),
+                        Ok((seq, c)) => {
+                            progress
+                                .advance((c.blocks + c.zero_blocks) * u64::from(hdr.block_size));
+                            spans.lock().expect("spans lock").push((
+                                seq,
+                                c.first_block,
+                                c.end_block,
+                                c.blocks,
+                            ));
+                        }
                         Err(e) => problem(offset, &e),
                     }
-                    progress.advance(buf.len() as u64);
                 });
             });
             progress.finish();
-            if let Some(e) = stream_error.into_inner().expect("lock") {
-                match e {
-                    Error::Image { source, .. } => problem(reader.position(), &source),
-                    other => return Err(other),
-                }
+            match stream_error.into_inner().expect("lock") {
+                Some(StreamError::Format(e)) => problem(reader.position(), &e),
+                Some(e) => return Err(Error::stream(path, e)),
+                None => {}
             }
             let mut spans = spans.into_inner().expect("lock");
             spans.sort_unstable();
-            let mut prev_end = 0;
-            for &(seq, first, end, blocks) in &spans {
-                if first < prev_end {
-                    problem(
-                        u64::MAX - 1,
-                        &format!(
-                            "chunk {seq} (blocks {first}..{end}) is not after the previous chunk"
-                        ),
-                    );
-                }
-                prev_end = end;
-                report.stored_blocks += blocks;
-            }
             report.chunks = spans.len() as u64;
+            report.stored_blocks = spans.iter().map(|s| s.3).sum();
             report.image_bytes = reader.position();
-            if let Some(end) = reader.finish() {
-                for (i, (e, s)) in end.index.iter().zip(&spans).enumerate() {
-                    if (e.first_block, e.end_block) != (s.1, s.2) {
-                        problem(
-                            u64::MAX - 1,
-                            &format!("index entry {i}: block span differs from its chunk"),
-                        );
-                    }
+            // Only a complete stream whose chunks all passed has an order to check.
+            if let Some(end) = reader.finish()
+                && problems.lock().expect("problems lock").is_empty()
+            {
+                let pairs: Vec<(u64, u64)> = spans.iter().map(|s| (s.1, s.2)).collect();
+                if let Err(e) = end.check_spans(&pairs) {
+                    problem(u64::MAX - 1, &e);
                 }
             }
         }
@@ -206,32 +195,4 @@ pub fn verify(
     report.problems.extend(problems.into_iter().map(|(_, m)| m));
     report.ok = report.problems.is_empty();
     Ok(report)
-}
-
-/// Stream records for verification: stops at the first stream error, which it keeps.
-struct Records<'a, R> {
-    reader: &'a mut StreamReader<R>,
-    failed: bool,
-    error: &'a Mutex<Option<Error>>,
-}
-
-impl<R: std::io::Read> Iterator for Records<'_, R> {
-    type Item = (Vec<u8>, u64);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        let mut buf = Vec::new();
-        match self.reader.next_record(&mut buf) {
-            Ok(Some(offset)) => Some((buf, offset)),
-            Ok(None) => None,
-            Err(e) => {
-                self.failed = true;
-                *self.error.lock().expect("error lock") =
-                    Some(Error::stream(Path::new("<stdin>"), e));
-                None
-            }
-        }
-    }
 }

@@ -112,13 +112,7 @@ pub struct Uuid(pub [u8; 16]);
 
 impl std::fmt::Display for Uuid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, b) in self.0.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                f.write_str("-")?;
-            }
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        uuid::Uuid::from_bytes(self.0).hyphenated().fmt(f)
     }
 }
 
@@ -132,15 +126,9 @@ impl std::str::FromStr for Uuid {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let hex: String = s.chars().filter(|&c| c != '-').collect();
-        if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!("not a UUID: {s:?}"));
-        }
-        let mut out = [0u8; 16];
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
-        }
-        Ok(Self(out))
+        uuid::Uuid::parse_str(s)
+            .map(|u| Self(u.into_bytes()))
+            .map_err(|e| format!("not a UUID: {s:?} ({e})"))
     }
 }
 

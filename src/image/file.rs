@@ -85,11 +85,6 @@ impl<B: AsRef<[u8]>> ImageFile<B> {
         })
     }
 
-    /// The raw header bytes (the digest starts with them).
-    pub fn header_bytes(&self) -> &[u8; HEADER_LEN] {
-        &self.header_raw
-    }
-
     /// Total image size in bytes.
     pub fn len(&self) -> u64 {
         self.bytes.as_ref().len() as u64

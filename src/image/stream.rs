@@ -3,9 +3,7 @@
 
 use std::io::{self, Read};
 
-use super::chunk::{
-    CHUNK_HEADER_LEN, CHUNK_MAGIC, ChunkHeader, ChunkRecord, EXTENT_LEN, ZERO_EXTENT,
-};
+use super::chunk::{CHUNK_HEADER_LEN, CHUNK_MAGIC, ChunkHeader, EXTENT_LEN, ZERO_EXTENT};
 use super::digest::{Digest, chunk_hash};
 use super::file::check_stored_blocks;
 use super::header::{HEADER_LEN, Header};
@@ -41,11 +39,62 @@ pub struct StreamEnd {
     pub trailer: Trailer,
 }
 
+impl StreamEnd {
+    /// Checks the block spans of the chunks the stream held (in sequence order) against the
+    /// index, and that they ascend without overlapping: what a random-access reader checks
+    /// before reading any chunk, a stream reader can only check after.
+    ///
+    /// # Errors
+    /// The first chunk out of order, or the first index entry that differs.
+    pub fn check_spans(&self, spans: &[(u64, u64)]) -> Result<(), FormatError> {
+        let mut prev_end = 0;
+        for (i, (e, &(first, end))) in self.index.iter().zip(spans).enumerate() {
+            if (e.first_block, e.end_block) != (first, end) {
+                return Err(FormatError::BadIndex(format!(
+                    "entry {i}: block span differs from its chunk"
+                )));
+            }
+            if first < prev_end {
+                return Err(FormatError::BadIndex(format!(
+                    "chunk {i} (blocks {first}..{end}) overlaps the previous chunk"
+                )));
+            }
+            prev_end = end;
+        }
+        Ok(())
+    }
+}
+
+/// The records of a stream, one at a time (see [`StreamReader::records`]).
+pub struct Records<'a, R> {
+    reader: &'a mut StreamReader<R>,
+    failed: bool,
+}
+
+impl<R: Read> Iterator for Records<'_, R> {
+    type Item = Result<(Vec<u8>, u64), StreamError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let mut buf = Vec::new();
+        match self.reader.next_record(&mut buf) {
+            Ok(Some(offset)) => Some(Ok((buf, offset))),
+            Ok(None) => None,
+            Err(e) => {
+                // After a bad record the stream position means nothing: stop here.
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
 /// Reads an image sequentially.
 pub struct StreamReader<R> {
     r: R,
     pos: u64,
-    header_raw: [u8; HEADER_LEN],
     header: Header,
     digest: Digest,
     /// (offset, hash, raw_len, n_extents) of every chunk seen, to compare with the index.
@@ -69,7 +118,6 @@ impl<R: Read> StreamReader<R> {
         Ok(Self {
             r,
             pos: HEADER_LEN as u64,
-            header_raw,
             header,
             digest,
             seen: Vec::new(),
@@ -82,11 +130,6 @@ impl<R: Read> StreamReader<R> {
     /// The header.
     pub fn header(&self) -> &Header {
         &self.header
-    }
-
-    /// The raw header bytes.
-    pub fn header_bytes(&self) -> &[u8; HEADER_LEN] {
-        &self.header_raw
     }
 
     /// Reads the next chunk record into `buf` (resized to the record) and returns its offset;
@@ -155,6 +198,16 @@ impl<R: Read> StreamReader<R> {
         Ok(Some(offset))
     }
 
+    /// The chunk records still to come, each as its bytes and offset, for a pool of workers to
+    /// pull from. The iterator ends after the last record, or after the first error (its last
+    /// item); the index, trailer and digest are checked on the way out.
+    pub fn records(&mut self) -> Records<'_, R> {
+        Records {
+            reader: self,
+            failed: false,
+        }
+    }
+
     /// The index and trailer, once [`StreamReader::next_record`] has returned `Ok(None)`.
     pub fn finish(self) -> Option<StreamEnd> {
         self.end
@@ -163,14 +216,6 @@ impl<R: Read> StreamReader<R> {
     /// Bytes read so far.
     pub fn position(&self) -> u64 {
         self.pos
-    }
-
-    /// Wraps a record read by [`StreamReader::next_record`].
-    ///
-    /// # Errors
-    /// Never for a buffer `next_record` filled; kept fallible for symmetry.
-    pub fn record<'a>(&self, buf: &'a [u8], offset: u64) -> Result<ChunkRecord<'a>, FormatError> {
-        ChunkRecord::new(buf, offset, self.header.block_size)
     }
 
     fn read_end(&mut self, offset: u64) -> Result<(), StreamError> {
