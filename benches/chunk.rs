@@ -43,7 +43,7 @@ fn bench(c: &mut Criterion) {
     record.extend_from_slice(&enc.crc.to_le_bytes());
     let header = rimage::image::Header {
         version: rimage::image::Version::V1,
-        source_type: rimage::image::SourceType::Ext4,
+        source_type: rimage::fs::FsType::Ext4,
         compression: rimage::image::Compression::Zstd,
         unstored: rimage::image::Unstored::Free,
         block_size: 4096,

@@ -153,9 +153,7 @@ impl Ctx {
 /// Writes exactly the used bytes of `img` (rimage's own scanner) to `out`.
 fn dump_used(img: &Path, out: &Path) -> u64 {
     let dev = rimage::source::Device::open(img).unwrap();
-    let rimage::fs::Scan::Ext(fs) = rimage::fs::probe(&dev, Default::default()).unwrap() else {
-        panic!("corpus is not ext")
-    };
+    let fs = rimage::fs::ext::ExtFs::open(&dev, Default::default()).expect("corpus is ext");
     let bs = u64::from(fs.block_size());
     let file = std::fs::File::create(out).unwrap();
     let mut buf = Vec::new();

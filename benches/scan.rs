@@ -3,8 +3,9 @@
 mod common;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rimage::fs::ScanOptions;
+use rimage::fs::ext::ExtFs;
 use rimage::fs::ext::bitmap::for_each_run;
-use rimage::fs::ext::{ExtFs, ScanOptions};
 use rimage::source::Device;
 
 fn bench(c: &mut Criterion) {

@@ -12,15 +12,13 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use ext4_view::{Ext4, Ext4Error, Ext4Read, FileType, Metadata};
-use memmap2::Mmap;
 use serde::Serialize;
 
 use crate::Error;
+use crate::error::IoError;
 use crate::image::chunk::ChunkExtent;
-use crate::image::file::ImageFile;
-use crate::image::{FormatError, SourceType};
-use crate::restore::{check_chunk, map_image};
-use crate::source::IoError;
+use crate::read::{Image, Random};
+use crate::transport::ImageSource;
 
 /// Decompressed chunks kept in memory (at most 64 MiB each; typically 4 MiB).
 const CACHE_CHUNKS: usize = 8;
@@ -34,7 +32,7 @@ struct Decoded {
 
 /// Reads the source's bytes out of an image, for ext4-view.
 pub struct ImageBlocks {
-    img: ImageFile<Mmap>,
+    image: Image,
     cache: lru::LruCache<usize, Rc<Decoded>>,
     dctx: zstd::bulk::Decompressor<'static>,
     decoded: Rc<Cell<u64>>,
@@ -42,20 +40,18 @@ pub struct ImageBlocks {
 
 impl ImageBlocks {
     /// The chunk `i`, decompressed and checked (from the cache when it is there).
-    fn chunk(&mut self, i: usize) -> Result<Rc<Decoded>, FormatError> {
+    fn chunk(&mut self, i: usize) -> Result<Rc<Decoded>, Error> {
         if let Some(d) = self.cache.get(&i) {
             return Ok(Rc::clone(d));
         }
-        let rec = self.img.record(i)?;
+        let hdr = self.image.header();
         let mut data = Vec::new();
-        let checked = check_chunk(
-            &rec,
-            &self.img.header,
-            Some(&self.img.index[i]),
-            &mut self.dctx,
-            &mut data,
-        )?;
-        let bs = self.img.header.block_size as usize;
+        let checked =
+            random(&self.image)
+                .chunk(i)
+                .fetch()?
+                .check_with(hdr, &mut self.dctx, &mut data)?;
+        let bs = hdr.block_size as usize;
         let mut at = 0usize;
         let extents = checked
             .extents
@@ -83,7 +79,7 @@ impl Ext4Read for ImageBlocks {
         start_byte: u64,
         dst: &mut [u8],
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
-        let hdr = &self.img.header;
+        let hdr = self.image.header();
         let bs = u64::from(hdr.block_size);
         let end = start_byte
             .checked_add(dst.len() as u64)
@@ -101,10 +97,10 @@ impl Ext4Read for ImageBlocks {
             let block = pos / bs;
             let want = dst.len() - done;
             // Unstored blocks (free space, and gaps) read as zeros up to the next chunk.
-            let Some(i) = self.img.find_chunk(block) else {
-                let next = self.img.index.partition_point(|e| e.first_block <= block);
-                let stop = self
-                    .img
+            let layout = random(&self.image).layout();
+            let Some(i) = layout.find_chunk(block) else {
+                let next = layout.next_chunk_after(block);
+                let stop = layout
                     .index
                     .get(next)
                     .map_or(u64::MAX, |e| e.first_block.saturating_mul(bs));
@@ -131,8 +127,8 @@ impl Ext4Read for ImageBlocks {
                 }
                 // Inside the chunk's span but between its extents: not stored.
                 other => {
-                    let stop =
-                        other.map_or(self.img.index[i].end_block, |(e, _)| e.extent.start) * bs;
+                    let end = random(&self.image).layout().index[i].end_block;
+                    let stop = other.map_or(end, |(e, _)| e.extent.start) * bs;
                     let n = want.min((stop - pos) as usize);
                     dst[done..done + n].fill(0);
                     n
@@ -143,6 +139,13 @@ impl Ext4Read for ImageBlocks {
         }
         Ok(())
     }
+}
+
+/// The random-access side of an image that [`Browser::open`] checked has one.
+fn random(image: &Image) -> &Random {
+    image
+        .random_access()
+        .expect("Browser::open accepts random-access images only")
 }
 
 /// A directory entry as `ls` shows it.
@@ -192,18 +195,27 @@ impl Browser {
     /// When the image is unreadable or corrupt, holds a raw source, or holds an ext filesystem
     /// with features the reader does not support (meta_bg, inline_data, ...): the message says
     /// so and suggests restoring it.
-    pub fn open(path: &Path) -> Result<Self, Error> {
-        let map = map_image(path)?;
-        let img = ImageFile::parse(map).map_err(|e| Error::image(path, e))?;
-        if img.header.source_type == SourceType::Raw {
+    pub fn open(source: &ImageSource) -> Result<Self, Error> {
+        let path = source.path();
+        let image = Image::open(source)?;
+        if image.random_access().is_none() {
             return Err(Error::refused(
                 path,
-                "a raw image (the source was not ext2/3/4): there is no filesystem to browse; restore it and mount it instead",
+                "browsing reads an image at random, which a stream cannot give; save it to a file first",
+            ));
+        }
+        if !image.header().source_type.is_ext() {
+            return Err(Error::refused(
+                path,
+                format!(
+                    "a {} image: browsing reads ext2/3/4 filesystems only; restore it and mount it instead",
+                    image.header().source_type
+                ),
             ));
         }
         let decoded = Rc::new(Cell::new(0));
         let reader = ImageBlocks {
-            img,
+            image,
             cache: lru::LruCache::new(NonZeroUsize::new(CACHE_CHUNKS).expect("non-zero")),
             dctx: zstd::bulk::Decompressor::new()
                 .map_err(|e| IoError::new(path, "create a zstd context for", None, e))?,

@@ -1,13 +1,43 @@
-//! The library's error type: every variant names the device, file, offset or chunk involved.
+//! The library's error type: every variant names the device, file, offset or chunk involved,
+//! and says whether anything was written.
 
+use std::io;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::fs::ext::ExtError;
+use crate::disk::manifest::ManifestError;
+use crate::disk::table::TableError;
+use crate::fs::ScanError;
 use crate::image::FormatError;
 use crate::image::stream::StreamError;
-pub use crate::source::IoError;
+
+/// An I/O failure that names the file or device and, where there is one, the byte offset.
+#[derive(Debug, Error)]
+#[error("{}: {op}{}", path.display(), offset.map(|o| format!(" at byte offset {o}")).unwrap_or_default())]
+pub struct IoError {
+    /// The device or file.
+    pub path: PathBuf,
+    /// What was being done ("read", "open", "write", ...).
+    pub op: &'static str,
+    /// Byte offset of the failed operation, when it was positional.
+    pub offset: Option<u64>,
+    /// The operating system's error.
+    #[source]
+    pub source: io::Error,
+}
+
+impl IoError {
+    /// Wraps `source` with the path and operation that failed.
+    pub fn new(path: &Path, op: &'static str, offset: Option<u64>, source: io::Error) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            op,
+            offset,
+            source,
+        }
+    }
+}
 
 /// Anything that can go wrong in rimage.
 #[derive(Debug, Error)]
@@ -15,14 +45,14 @@ pub enum Error {
     /// An I/O operation on a named file or device failed.
     #[error(transparent)]
     Io(#[from] IoError),
-    /// An ext filesystem is present but cannot be scanned.
+    /// A filesystem is present but cannot be scanned.
     #[error("{}", path.display())]
-    Ext {
+    Scan {
         /// The device or file.
         path: PathBuf,
-        /// What is wrong with it.
+        /// What is wrong with it (the message says how to repair it).
         #[source]
-        source: ExtError,
+        source: ScanError,
     },
     /// An image's bytes are wrong (corrupt, truncated, not an image).
     #[error("{}", path.display())]
@@ -33,12 +63,39 @@ pub enum Error {
         #[source]
         source: FormatError,
     },
+    /// A partition table cannot be read or written.
+    #[error("{}", path.display())]
+    Table {
+        /// The disk (or manifest) concerned.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: TableError,
+    },
+    /// A disk manifest cannot be read or does not hold together.
+    #[error("{}", path.display())]
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: ManifestError,
+    },
     /// The operation was refused before anything was written; the message says why and what to do.
     #[error("{}: {reason}", path.display())]
     Refused {
         /// The device, file or image concerned.
         path: PathBuf,
         /// Why, and what to do about it.
+        reason: String,
+    },
+    /// The operation stopped after it had started writing: the target is incomplete. The
+    /// message says what state it is in.
+    #[error("{}: {reason}", path.display())]
+    Failed {
+        /// The device or file that was being written.
+        path: PathBuf,
+        /// What failed, and what state the target is in.
         reason: String,
     },
     /// A file inside an image cannot be read.
@@ -52,23 +109,32 @@ pub enum Error {
     /// Invalid options.
     #[error("{0}")]
     Usage(String),
-    /// zstd failed to compress (no valid input causes this).
-    #[error("compression failed: {0}")]
-    Compress(String),
+    /// A fault inside rimage or a library it uses (a worker pool that cannot start, a
+    /// compressor that fails): not caused by the input, and not the user's mistake.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
-    /// An ext scanning error on `path`.
-    pub fn ext(path: &Path, source: ExtError) -> Self {
-        Self::Ext {
+    /// A scanning error on `path`.
+    pub fn scan(path: &Path, source: impl Into<ScanError>) -> Self {
+        Self::Scan {
             path: path.to_path_buf(),
-            source,
+            source: source.into(),
         }
     }
 
     /// A format error in the image at `path`.
     pub fn image(path: &Path, source: FormatError) -> Self {
         Self::Image {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// A partition-table error concerning `path`.
+    pub fn table(path: &Path, source: TableError) -> Self {
+        Self::Table {
             path: path.to_path_buf(),
             source,
         }
@@ -84,9 +150,17 @@ impl Error {
         }
     }
 
-    /// A refusal concerning `path`.
+    /// A refusal concerning `path`: nothing was written.
     pub fn refused(path: &Path, reason: impl Into<String>) -> Self {
         Self::Refused {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A failure after writing to `path` began.
+    pub fn failed(path: &Path, reason: impl Into<String>) -> Self {
+        Self::Failed {
             path: path.to_path_buf(),
             reason: reason.into(),
         }

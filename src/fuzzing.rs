@@ -7,13 +7,13 @@
 
 use std::io::Cursor;
 
-use crate::fs::ext::{ExtFs, ScanOptions};
+use crate::fs::ScanOptions;
+use crate::fs::ext::ExtFs;
 use crate::image::chunk::{CRC_LEN, ChunkRecord};
-use crate::image::file::ImageFile;
 use crate::image::header::{HEADER_LEN, Header};
-use crate::image::stream::StreamReader;
-use crate::image::{Compression, SourceType, Unstored, Version};
-use crate::restore::check_chunk;
+use crate::image::{Compression, Unstored, Version};
+use crate::read::Image;
+use crate::transport::Memory;
 
 /// The image header decoder; a decoded header must re-encode to itself.
 pub fn header(data: &[u8]) {
@@ -40,7 +40,7 @@ pub fn header(data: &[u8]) {
 fn fuzz_header(block_size: u32) -> Header {
     Header {
         version: Version::V1,
-        source_type: SourceType::Ext4,
+        source_type: crate::fs::FsType::Ext4,
         compression: Compression::Zstd,
         unstored: Unstored::Free,
         block_size,
@@ -69,7 +69,7 @@ pub fn chunk(data: &[u8]) {
     let mut copy = rest.to_vec();
     for pass in 0..2 {
         if let Ok(rec) = ChunkRecord::new(&copy, 512, bs) {
-            let _ = check_chunk(&rec, &hdr, None, &mut dctx, &mut out);
+            let _ = rec.check(&hdr, None, &mut dctx, &mut out);
             if pass == 0 {
                 let len = rec.bytes().len();
                 let crc = crc32fast::hash(&copy[..len - CRC_LEN]);
@@ -81,29 +81,32 @@ pub fn chunk(data: &[u8]) {
     }
 }
 
-/// A whole image, read both ways: random access (header, trailer, index, every chunk) and as
-/// a stream.
+/// A whole image, read both ways through the read side that restore and verify use: at
+/// random (header, trailer, index, every chunk) and as a stream; then the checks across chunks.
 pub fn image(data: &[u8]) {
-    let mut dctx = zstd::bulk::Decompressor::new().expect("zstd context");
-    let mut out = Vec::new();
-    if let Ok(img) = ImageFile::parse(data) {
-        let _ = img.index_digest();
-        for i in 0..img.index.len() {
-            if let Ok(rec) = img.record(i) {
-                let _ = check_chunk(&rec, &img.header, Some(&img.index[i]), &mut dctx, &mut out);
+    let random = Image::random(Box::new(Memory::new("fuzz", data.to_vec())));
+    let stream = Image::stream(
+        std::path::Path::new("fuzz"),
+        Box::new(Cursor::new(data.to_vec())),
+    );
+    for mut img in [random, stream].into_iter().flatten() {
+        let _ = img.check_up_front();
+        if let Some(r) = img.random_access() {
+            let _ = r.layout().find_chunk(img.header().total_blocks / 2);
+        }
+        let hdr = img.header().clone();
+        let mut spans = Vec::new();
+        for pending in img.chunks() {
+            let Ok(pending) = pending else { break };
+            let seq = pending.seq();
+            if let Ok(span) = pending
+                .fetch()
+                .and_then(|c| c.check(&hdr, |c, _| Ok(c.span(seq))))
+            {
+                spans.push(span);
             }
         }
-        let _ = img.find_chunk(img.header.total_blocks / 2);
-    }
-    if let Ok(mut reader) = StreamReader::new(Cursor::new(data)) {
-        let hdr = reader.header().clone();
-        let mut buf = Vec::new();
-        while let Ok(Some(offset)) = reader.next_record(&mut buf) {
-            if let Ok(rec) = ChunkRecord::new(&buf, offset, hdr.block_size) {
-                let _ = check_chunk(&rec, &hdr, None, &mut dctx, &mut out);
-            }
-        }
-        let _ = reader.finish();
+        let _ = img.finish(spans);
     }
 }
 

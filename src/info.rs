@@ -6,12 +6,11 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::Error;
-use crate::fs::ext::ScanOptions;
-use crate::fs::{self, FsInfo, Scan};
-use crate::image::file::ImageFile;
+use crate::fs::{self, FsInfo, ScanOptions};
 use crate::image::header::{HEADER_LEN, Header};
-use crate::restore::map_image;
+use crate::read::Image;
 use crate::source::{Device, DeviceKind};
+use crate::transport::ImageSource;
 
 /// What `rimage info` reports about a device or filesystem image file.
 #[derive(Clone, Debug, Serialize)]
@@ -24,28 +23,25 @@ pub struct SourceInfo {
     pub device_bytes: u64,
     /// The filesystem, with the used count a save would copy.
     pub fs: FsInfo,
-    /// For ext: used blocks according to the superblock's free count, which lags while mounted.
+    /// Used blocks according to the filesystem's own counters (ext: the superblock's free
+    /// count, which lags while mounted), when it keeps them.
     pub superblock_used_blocks: Option<u64>,
 }
 
-/// Describes what a save of `path` would copy, scanning every block bitmap.
+/// Describes what a save of `path` would copy, scanning every allocation map.
 ///
 /// # Errors
-/// When the path cannot be opened or read, or holds an ext filesystem that cannot be trusted.
+/// When the path cannot be opened or read, or holds a filesystem that cannot be trusted.
 pub fn inspect_source(path: &Path) -> Result<SourceInfo, Error> {
     let dev = Device::open(path)?;
-    let scan = fs::probe(&dev, ScanOptions::default()).map_err(|e| Error::ext(path, e))?;
-    let fs = scan.info(&dev).map_err(|e| Error::ext(path, e))?;
-    let superblock_used_blocks = match &scan {
-        Scan::Ext(e) => Some(e.superblock_used_blocks()),
-        Scan::Raw(_) => None,
-    };
+    let scan = fs::probe(&dev, ScanOptions::default()).map_err(|e| Error::scan(path, e))?;
+    let fs = scan.info(&dev).map_err(|e| Error::scan(path, e))?;
     Ok(SourceInfo {
         path: path.to_path_buf(),
         device_kind: dev.kind(),
         device_bytes: dev.size_bytes(),
         fs,
-        superblock_used_blocks,
+        superblock_used_blocks: scan.recorded_used_blocks(),
     })
 }
 
@@ -83,18 +79,27 @@ pub fn is_image(path: &Path) -> bool {
 /// Describes an image from its header, index and trailer (chunks are not read: see verify).
 ///
 /// # Errors
-/// When it cannot be read or its header, index or trailer is corrupt.
-pub fn inspect_image(path: &Path) -> Result<ImageInfo, Error> {
-    let map = map_image(path)?;
-    let img = ImageFile::parse(&map[..]).map_err(|e| Error::image(path, e))?;
-    let original_bytes = img.trailer.stored_blocks * u64::from(img.header.block_size);
-    let image_bytes = img.len();
+/// When it cannot be read, cannot be read at random (a stream), or its header, index or
+/// trailer is corrupt.
+pub fn inspect_image(source: &ImageSource) -> Result<ImageInfo, Error> {
+    let image = Image::open(source)?;
+    let layout = image
+        .random_access()
+        .ok_or_else(|| {
+            Error::refused(
+                source.path(),
+                "info reads the index at the end of an image, which a stream cannot give; save the stream to a file, or use verify",
+            )
+        })?
+        .layout();
+    let original_bytes = layout.trailer.stored_blocks * u64::from(layout.header.block_size);
+    let image_bytes = image.bytes_read();
     Ok(ImageInfo {
-        path: path.to_path_buf(),
-        header: img.header.clone(),
-        chunks: img.trailer.chunk_count,
-        stored_blocks: img.trailer.stored_blocks,
-        zero_blocks: img.trailer.zero_blocks,
+        path: source.path().to_path_buf(),
+        header: layout.header.clone(),
+        chunks: layout.trailer.chunk_count,
+        stored_blocks: layout.trailer.stored_blocks,
+        zero_blocks: layout.trailer.zero_blocks,
         original_bytes,
         image_bytes,
         ratio: if image_bytes == 0 {
@@ -102,6 +107,6 @@ pub fn inspect_image(path: &Path) -> Result<ImageInfo, Error> {
         } else {
             original_bytes as f64 / image_bytes as f64
         },
-        digest: format!("{:032x}", img.trailer.digest),
+        digest: format!("{:032x}", layout.trailer.digest),
     })
 }

@@ -1,31 +1,40 @@
 //! rimage: a partition imager that copies only the blocks a filesystem uses.
 //!
-//! The data path, one module per step:
-//! [`source`] (device or file) → [`fs`] (which blocks are used) → [`save`] (chunks, parallel
-//! compression) → [`image`] (the format) → [`restore`] → [`target`].
-//! [`verify`] and [`info`] check and describe images.
+//! The data path, one module per step (docs/ARCHITECTURE.md):
+//! [`source`] (device or file) → [`fs`] (which blocks are used, one module per family) →
+//! [`save`] (chunks, parallel compression) → [`image`] (the format, bytes only) →
+//! [`transport`] (file, stream) → [`read`] (the one chunk iterator) → [`restore`] →
+//! [`target`]. [`verify`], [`info`] and [`browse`] read images through the same seam;
+//! [`disk`] does whole disks.
 //!
 //! The library never prints; the `rimage` binary presents what it returns.
 
+pub(crate) mod atomic;
 pub mod browse;
 pub mod disk;
 pub mod error;
 pub mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
+pub(crate) mod guard;
 pub mod image;
 pub mod info;
+pub(crate) mod pool;
 pub mod progress;
+pub mod read;
 pub mod restore;
 pub mod save;
 pub mod source;
+pub(crate) mod sys;
 pub mod target;
+pub mod transport;
 pub mod verify;
 
 pub use browse::Browser;
-pub use error::Error;
+pub use error::{Error, IoError};
 pub use info::{ImageInfo, SourceInfo, inspect_image, inspect_source, is_image};
 pub use progress::{NoProgress, Progress};
-pub use restore::{ExpectUuid, FreeSpace, ImageSource, RestoreOptions, RestoreReport, restore};
+pub use restore::{ExpectUuid, FreeSpace, RestoreOptions, RestoreReport, restore};
 pub use save::{Destination, SaveOptions, SaveReport, save};
+pub use transport::ImageSource;
 pub use verify::{VerifyReport, verify};

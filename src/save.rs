@@ -16,17 +16,20 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use crate::Error;
-use crate::fs::ext::ScanOptions;
+use crate::atomic::AtomicFile;
+use crate::error::IoError;
 use crate::fs::raw::RawLayout;
-use crate::fs::{self, Extent, FsInfo, FsType, Scan};
+use crate::fs::{self, Extent, ExtentIter, FsInfo, FsType, ScanError, ScanOptions, UsedBlocks};
+use crate::guard::{Access, check_not_mounted};
 use crate::image::chunk::{ChunkExtent, EncodedChunk, ZERO_EXTENT, compressor, encode_chunk};
 use crate::image::header::{FLAG_FORCED_UNCLEAN, Header};
 use crate::image::writer::{ImageWriter, WriteSummary};
 use crate::image::{
-    Compression, MAX_CHUNK_EXTENTS, MAX_CHUNK_RAW, MIN_CHUNK_TARGET, SourceType, Unstored, Version,
+    Compression, MAX_CHUNK_EXTENTS, MAX_CHUNK_RAW, MIN_CHUNK_TARGET, Unstored, Version,
 };
+use crate::pool::{resolve_threads, worker_pool};
 use crate::progress::Progress;
-use crate::source::{Device, IoError, mounts_of, stdio_file};
+use crate::source::{Device, stdio_file};
 
 /// How to save.
 #[derive(Clone, Debug)]
@@ -93,26 +96,6 @@ pub struct SaveReport {
     pub digest: String,
 }
 
-/// Number of worker threads for `requested` (0 = one per CPU).
-pub fn resolve_threads(requested: usize) -> usize {
-    if requested > 0 {
-        requested
-    } else {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
-    }
-}
-
-/// A rayon pool of `requested` workers (0 = one per CPU) named `rimage-<role>-N`.
-pub(crate) fn worker_pool(requested: usize, role: &str) -> Result<rayon::ThreadPool, Error> {
-    let threads = resolve_threads(requested);
-    let role = role.to_string();
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(move |i| format!("rimage-{role}-{i}"))
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot start {threads} worker threads: {e}")))
-}
-
 /// Saves `source` into an image.
 ///
 /// # Errors
@@ -126,7 +109,7 @@ pub fn save(
     progress: &dyn Progress,
 ) -> Result<SaveReport, Error> {
     let dev = Device::open(source)?;
-    check_mounts(source, opts.force, progress)?;
+    check_not_mounted(source, Access::Read { force: opts.force }, progress)?;
     save_device(&dev, dest, opts, progress)
 }
 
@@ -154,8 +137,8 @@ pub fn save_device(
         )));
     }
     let source = dev.path();
-    let scan = if opts.raw {
-        Scan::Raw(RawLayout::new(dev.size_bytes()))
+    let scan: Box<dyn UsedBlocks> = if opts.raw {
+        Box::new(RawLayout::new(dev.size_bytes()))
     } else {
         fs::probe(
             dev,
@@ -163,10 +146,10 @@ pub fn save_device(
                 verify_checksums: !opts.force,
             },
         )
-        .map_err(|e| Error::ext(source, e))?
+        .map_err(|e| Error::scan(source, e))?
     };
     progress.start("scanning", 0);
-    let info = scan.info(dev).map_err(|e| Error::ext(source, e))?;
+    let info = scan.info(dev).map_err(|e| Error::scan(source, e))?;
     progress.finish();
     let flags = check_state(source, &info, opts.force, progress)?;
     let header = make_header(&info, dev, opts, flags);
@@ -174,7 +157,7 @@ pub fn save_device(
     let (summary, image) = match dest {
         Destination::File(path) => (
             write_file(path, &header, opts.overwrite, |w| {
-                pipeline(dev, &scan, &header, opts, w, path, progress)
+                pipeline(dev, scan.as_ref(), &header, opts, w, path, progress)
             })?,
             path.display().to_string(),
         ),
@@ -184,7 +167,7 @@ pub fn save_device(
                 BufWriter::with_capacity(1 << 20, stdio_file(rustix::stdio::stdout(), stdout)?);
             let w = ImageWriter::new(out, &header)
                 .map_err(|e| IoError::new(stdout, "write", Some(0), e))?;
-            let (_, summary) = pipeline(dev, &scan, &header, opts, w, stdout, progress)?;
+            let (_, summary) = pipeline(dev, scan.as_ref(), &header, opts, w, stdout, progress)?;
             (summary, "-".to_string())
         }
     };
@@ -204,32 +187,6 @@ pub fn save_device(
     })
 }
 
-/// Refuses a source mounted read-write unless forced: the filesystem changes while it is read.
-fn check_mounts(source: &Path, force: bool, progress: &dyn Progress) -> Result<(), Error> {
-    let mounts =
-        mounts_of(source).map_err(|e| IoError::new(source, "look up the mounts of", None, e))?;
-    let Some(m) = mounts.iter().find(|m| m.read_write) else {
-        return Ok(());
-    };
-    let at = m.mount_point.display();
-    if !force {
-        return Err(Error::refused(
-            source,
-            format!(
-                "mounted read-write at {at}: an image of a filesystem in use would be inconsistent. Unmount it, \
-                 remount it read-only (mount -o remount,ro {at}), freeze it (fsfreeze -f {at}; fsfreeze -u {at} \
-                 afterwards) or image an LVM snapshot; --force images it as it is"
-            ),
-        ));
-    }
-    progress.note(&format!(
-        "{} is mounted read-write at {at}; imaging it anyway (--force): the image may be inconsistent. \
-         Prefer fsfreeze -f {at} or an LVM snapshot",
-        source.display()
-    ));
-    Ok(())
-}
-
 /// Refuses a filesystem that is not clean unless forced; returns the header flags.
 fn check_state(
     source: &Path,
@@ -246,11 +203,14 @@ fn check_state(
     }
     let why = why.join(", ");
     if !force {
+        let repair = info
+            .fs_type
+            .repair_command(source)
+            .map_or_else(String::new, |c| format!(" and run `{c}`"));
         return Err(Error::refused(
             source,
             format!(
-                "the filesystem {why}. Unmount it and run `e2fsck -f {}`, or pass --force to image it as it is",
-                source.display()
+                "the filesystem {why}. Unmount it{repair}, or pass --force to image it as it is"
             ),
         ));
     }
@@ -265,7 +225,7 @@ fn make_header(info: &FsInfo, dev: &Device, opts: &SaveOptions, flags: u32) -> H
     let bs = info.block_size;
     Header {
         version: Version::V1,
-        source_type: SourceType::from(info.fs_type),
+        source_type: info.fs_type,
         compression: Compression::Zstd,
         unstored: if info.fs_type == FsType::Raw {
             Unstored::Zero
@@ -293,8 +253,7 @@ fn make_header(info: &FsInfo, dev: &Device, opts: &SaveOptions, flags: u32) -> H
     }
 }
 
-/// Writes an image file atomically: a temporary file in the destination directory, fsync,
-/// rename to the final name, fsync of the directory. The temporary file is removed on error.
+/// Writes an image file atomically (see [`AtomicFile`]).
 fn write_file(
     path: &Path,
     header: &Header,
@@ -303,57 +262,26 @@ fn write_file(
         ImageWriter<BufWriter<StreamedFile<'_>>>,
     ) -> Result<(BufWriter<StreamedFile<'_>>, WriteSummary), Error>,
 ) -> Result<WriteSummary, Error> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::Usage(format!("{}: not a file name", path.display())))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if !overwrite && path.exists() {
-        return Err(Error::refused(
-            path,
-            "an image already exists under this name; pass --overwrite to replace it",
-        ));
-    }
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{}.", name.to_string_lossy()))
-        .suffix(".rimage-partial")
-        // Like any new file (0666 less the umask), not tempfile's private 0600: images are
-        // shared from the head node.
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .tempfile_in(dir)
-        .map_err(|e| IoError::new(dir, "create a temporary file in", None, e))?;
-    let tmp_path = tmp.path().to_path_buf();
+    let out = AtomicFile::create(path, overwrite)?;
+    let tmp_path = out.temp_path().to_path_buf();
     let summary = {
-        let out = BufWriter::with_capacity(
+        let file = BufWriter::with_capacity(
             1 << 20,
             StreamedFile {
-                file: tmp.as_file(),
+                file: out.file(),
                 pos: 0,
                 kicked: 0,
                 dropped: 0,
             },
         );
-        let w = ImageWriter::new(out, header)
+        let w = ImageWriter::new(file, header)
             .map_err(|e| IoError::new(&tmp_path, "write", Some(0), e))?;
-        let (out, summary) = body(w)?;
-        out.into_inner()
+        let (file, summary) = body(w)?;
+        file.into_inner()
             .map_err(|e| IoError::new(&tmp_path, "write", None, e.into_error()))?;
         summary
     };
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| IoError::new(&tmp_path, "fsync", None, e))?;
-    let persisted = if overwrite {
-        tmp.persist(path)
-    } else {
-        tmp.persist_noclobber(path)
-    };
-    persisted.map_err(|e| IoError::new(path, "rename the finished image to", None, e.error))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| IoError::new(dir, "fsync directory", None, e))?;
+    out.commit()?;
     Ok(summary)
 }
 
@@ -377,8 +305,8 @@ impl Write for StreamedFile<'_> {
         let n = (&mut &*self.file).write(buf)?;
         self.pos += n as u64;
         if self.pos - self.kicked >= WRITEBACK_WINDOW {
-            crate::source::start_writeback(self.file, self.kicked, self.pos - self.kicked);
-            crate::source::drop_written(self.file, self.dropped, self.kicked - self.dropped);
+            crate::sys::start_writeback(self.file, self.kicked, self.pos - self.kicked);
+            crate::sys::drop_written(self.file, self.dropped, self.kicked - self.dropped);
             self.dropped = self.kicked;
             self.kicked = self.pos;
         }
@@ -415,14 +343,14 @@ struct RawChunk {
 /// Used extents cut into data pieces and zero pieces (the blocks the scan says must read as
 /// zeros but need not be copied: unused inode tables), in block order.
 struct Pieces<'a> {
-    extents: Box<dyn Iterator<Item = Result<Extent, crate::fs::ext::ExtError>> + 'a>,
+    extents: ExtentIter<'a>,
     /// Sorted, disjoint; consumed from the front.
     zeros: &'a [Extent],
     pending: Option<Extent>,
 }
 
 impl Iterator for Pieces<'_> {
-    type Item = Result<ChunkExtent, crate::fs::ext::ExtError>;
+    type Item = Result<ChunkExtent, ScanError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let ext = match self.pending.take() {
@@ -482,7 +410,7 @@ impl Chunker<'_> {
             let piece = match self.pending.take() {
                 Some(p) => p,
                 None => match self.pieces.next() {
-                    Some(p) => p.map_err(|e| Error::ext(self.dev.path(), e))?,
+                    Some(p) => p.map_err(|e| Error::scan(self.dev.path(), e))?,
                     None => break,
                 },
             };
@@ -616,7 +544,7 @@ fn compress(raw: &RawChunk, level: i32, payloads: &BufferPool) -> Result<Encoded
         if slot.as_ref().is_none_or(|(l, _)| *l != level) {
             *slot = Some((
                 level,
-                compressor(level).map_err(|e| Error::Compress(e.to_string()))?,
+                compressor(level).map_err(|e| Error::Internal(format!("zstd: {e}")))?,
             ));
         }
         let (_, cctx) = slot.as_mut().expect("just set");
@@ -627,14 +555,14 @@ fn compress(raw: &RawChunk, level: i32, payloads: &BufferPool) -> Result<Encoded
             cctx,
             payloads.get(),
         )
-        .map_err(Error::Compress)
+        .map_err(|e| Error::Internal(format!("zstd: {e}")))
     })
 }
 
 /// Reads, compresses in parallel, writes in order.
 fn pipeline<W: Write + Send>(
     dev: &Device,
-    scan: &Scan,
+    scan: &dyn UsedBlocks,
     header: &Header,
     opts: &SaveOptions,
     writer: ImageWriter<W>,
@@ -674,7 +602,7 @@ fn pipeline<W: Write + Send>(
             for rx in order_rx {
                 let chunk = rx
                     .recv()
-                    .map_err(|_| Error::Compress("a compression worker stopped".into()))??;
+                    .map_err(|_| Error::Internal("a compression worker stopped".into()))??;
                 let at = writer.position();
                 writer
                     .write_chunk(&chunk)

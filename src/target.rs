@@ -8,7 +8,9 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::Error;
-use crate::source::{DeviceKind, IoError, block_device_size};
+use crate::error::IoError;
+use crate::source::DeviceKind;
+use crate::sys::block_device_size;
 
 /// An opened restore target.
 #[derive(Debug)]
@@ -20,11 +22,6 @@ pub struct Target {
     fresh: bool,
     size: u64,
 }
-
-/// `BLKZEROOUT`: zero a byte range of a block device (linux/fs.h `_IO(0x12, 127)`).
-const BLKZEROOUT: rustix::ioctl::Opcode = rustix::ioctl::opcode::none(0x12, 127);
-/// `BLKDISCARD`: discard a byte range of a block device (linux/fs.h `_IO(0x12, 119)`).
-const BLKDISCARD: rustix::ioctl::Opcode = rustix::ioctl::opcode::none(0x12, 119);
 
 impl Target {
     /// Opens `path` for a restore of `need` bytes, refusing before any write when it cannot
@@ -143,7 +140,7 @@ impl Target {
         }
         let done = match self.kind {
             DeviceKind::File => punch_hole(&self.file, offset, len).is_ok(),
-            DeviceKind::Block => range_ioctl::<BLKZEROOUT>(&self.file, offset, len).is_ok(),
+            DeviceKind::Block => crate::sys::zero_out(&self.file, offset, len).is_ok(),
         };
         if done {
             Ok(())
@@ -163,7 +160,7 @@ impl Target {
         }
         Ok(match self.kind {
             DeviceKind::File => punch_hole(&self.file, offset, len).is_ok(),
-            DeviceKind::Block => range_ioctl::<BLKDISCARD>(&self.file, offset, len).is_ok(),
+            DeviceKind::Block => crate::sys::discard(&self.file, offset, len).is_ok(),
         })
     }
 
@@ -212,16 +209,5 @@ fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
         offset,
         len,
     )?;
-    Ok(())
-}
-
-fn range_ioctl<const OP: rustix::ioctl::Opcode>(
-    file: &File,
-    offset: u64,
-    len: u64,
-) -> io::Result<()> {
-    use rustix::ioctl::{Setter, ioctl};
-    // SAFETY: BLKZEROOUT and BLKDISCARD read a `u64[2]` {start, length} through the pointer.
-    unsafe { ioctl(file, Setter::<OP, [u64; 2]>::new([offset, len])) }?;
     Ok(())
 }

@@ -1,24 +1,19 @@
 //! verify: every check restore makes, on every chunk, in parallel, without writing anything;
-//! plus the index, the block order across chunks, the counts and the whole-image digest.
+//! plus the checks across chunks (order, counts, whole-image digest). Unlike restore, verify
+//! goes on after a problem and reports them all, in image order.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::iter::{ParallelBridge, ParallelIterator};
 use serde::Serialize;
 
 use crate::Error;
-use crate::image::FormatError;
-use crate::image::chunk::ChunkRecord;
-use crate::image::file::ImageFile;
 use crate::image::header::Header;
-use crate::image::stream::{StreamError, StreamReader};
+use crate::pool::worker_pool;
 use crate::progress::Progress;
-use crate::restore::{
-    ImageSource, check_chunk, map_image, release, stdin_reader, with_decompressor,
-};
-use crate::save::worker_pool;
+use crate::read::Image;
+use crate::transport::ImageSource;
 
 /// The outcome of a verification.
 #[derive(Clone, Debug, Serialize)]
@@ -29,9 +24,9 @@ pub struct VerifyReport {
     pub ok: bool,
     /// The header, when it could be read.
     pub header: Option<Header>,
-    /// Chunks checked.
+    /// Chunks that passed their checks.
     pub chunks: u64,
-    /// Blocks in the chunks checked.
+    /// Blocks in those chunks.
     pub stored_blocks: u64,
     /// Bytes of the image read.
     pub image_bytes: u64,
@@ -39,19 +34,24 @@ pub struct VerifyReport {
     pub problems: Vec<String>,
 }
 
+/// Where a problem sorts among the others: chunks by their offset, then the problems that
+/// concern the whole image.
+const AFTER_CHUNKS: u64 = u64::MAX - 2;
+const END_CHECKS: u64 = u64::MAX - 1;
+const DIGEST: u64 = u64::MAX;
+
 /// Verifies an image.
 ///
 /// # Errors
 /// Only when the image cannot be opened or read; problems with its contents are in the report.
 pub fn verify(
-    image: &ImageSource,
+    source: &ImageSource,
     threads: usize,
     progress: &dyn Progress,
 ) -> Result<VerifyReport, Error> {
     let pool = worker_pool(threads, "verify")?;
-    let path = image.path();
     let mut report = VerifyReport {
-        image: path.to_path_buf(),
+        image: source.path().to_path_buf(),
         ok: false,
         header: None,
         chunks: 0,
@@ -59,140 +59,76 @@ pub fn verify(
         image_bytes: 0,
         problems: Vec::new(),
     };
+    let mut image = match Image::open(source) {
+        Ok(img) => img,
+        Err(e @ Error::Image { .. }) => {
+            report.problems.push(problem_text(&e));
+            return Ok(report);
+        }
+        Err(e) => return Err(e),
+    };
+    let hdr = image.header().clone();
+    report.header = Some(hdr.clone());
     // (position in the image, message): sorted before reporting.
     let problems: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
-    let problem = |at: u64, e: &dyn std::fmt::Display| {
-        problems
-            .lock()
-            .expect("problems lock")
-            .push((at, e.to_string()))
+    let problem = |at: u64, e: &Error| {
+        let mut p = problems.lock().expect("problems lock");
+        p.push((at, problem_text(e)));
     };
-    match image {
-        ImageSource::File(p) => {
-            let map = map_image(p)?;
-            report.image_bytes = map.len() as u64;
-            let img = match ImageFile::parse(&map[..]) {
-                Ok(img) => img,
-                Err(e) => {
-                    report.problems.push(e.to_string());
-                    return Ok(report);
-                }
+    if let Err(e) = image.check_up_front() {
+        problem(DIGEST, &e);
+    }
+    let bs = u64::from(hdr.block_size);
+    progress.start("verifying", image.expected_blocks() * bs);
+    let spans = Mutex::new(Vec::new());
+    pool.install(|| {
+        image.chunks().par_bridge().for_each(|pending| {
+            let pending = match pending {
+                Ok(p) => p,
+                Err(e) => return problem(AFTER_CHUNKS, &e),
             };
-            report.header = Some(img.header.clone());
-            let computed = img.index_digest();
-            if computed != img.trailer.digest {
-                problem(
-                    u64::MAX,
-                    &FormatError::Digest {
-                        stored: img.trailer.digest,
-                        computed,
-                    },
-                );
-            }
-            let zero_blocks = AtomicU64::new(0);
-            progress.start(
-                "verifying",
-                img.trailer.stored_blocks * u64::from(img.header.block_size),
-            );
-            pool.install(|| {
-                (0..img.index.len()).par_bridge().for_each(|i| {
-                    let entry = &img.index[i];
-                    let checked = img.record(i).and_then(|rec| {
-                        with_decompressor(|d, out| {
-                            check_chunk(&rec, &img.header, Some(entry), d, out)
-                        })
-                    });
-                    match checked {
-                        Ok(c) => {
-                            zero_blocks.fetch_add(c.zero_blocks, Ordering::Relaxed);
-                        }
-                        Err(e) => problem(entry.offset, &e),
-                    }
-                    let end = img
-                        .index
-                        .get(i + 1)
-                        .map_or(img.trailer.index_offset, |e| e.offset);
-                    release(&map, entry.offset, (end - entry.offset) as usize);
-                    progress.advance(u64::from(entry.raw_len));
-                });
-            });
-            progress.finish();
-            let zero_blocks = zero_blocks.into_inner();
-            if zero_blocks != img.trailer.zero_blocks {
-                let msg = format!(
-                    "trailer: says {} zero blocks, the chunks hold {zero_blocks}",
-                    img.trailer.zero_blocks
-                );
-                problem(u64::MAX, &msg);
-            }
-            report.chunks = img.index.len() as u64;
-            report.stored_blocks = img.trailer.stored_blocks;
-        }
-        ImageSource::Stdin => {
-            let mut reader = match StreamReader::new(stdin_reader()?) {
-                Ok(r) => r,
-                Err(StreamError::Format(e)) => {
-                    report.problems.push(e.to_string());
-                    return Ok(report);
+            let (seq, at) = (pending.seq(), pending.offset());
+            let checked = pending
+                .fetch()
+                .and_then(|chunk| chunk.check(&hdr, |c, _| Ok(c.span(seq))));
+            match checked {
+                Ok(span) => {
+                    progress.advance((span.blocks + span.zero_blocks) * bs);
+                    spans.lock().expect("spans lock").push(span);
                 }
-                Err(e) => return Err(Error::stream(path, e)),
-            };
-            let hdr = reader.header().clone();
-            report.header = Some(hdr.clone());
-            progress.start("verifying", hdr.used_blocks * u64::from(hdr.block_size));
-            // (seq, first block, end block, blocks) of every chunk that passed its checks.
-            let spans: Mutex<Vec<(u64, u64, u64, u64)>> = Mutex::new(Vec::new());
-            let stream_error: Mutex<Option<StreamError>> = Mutex::new(None);
-            pool.install(|| {
-                reader.records().par_bridge().for_each(|item| {
-                    let (buf, offset) = match item {
-                        Ok(record) => record,
-                        Err(e) => return *stream_error.lock().expect("error lock") = Some(e),
-                    };
-                    let checked = ChunkRecord::new(&buf, offset, hdr.block_size).and_then(|rec| {
-                        with_decompressor(|d, out| check_chunk(&rec, &hdr, None, d, out))
-                            .map(|c| (rec.header.seq, c))
-                    });
-                    match checked {
-                        Ok((seq, c)) => {
-                            progress
-                                .advance((c.blocks + c.zero_blocks) * u64::from(hdr.block_size));
-                            spans.lock().expect("spans lock").push((
-                                seq,
-                                c.first_block,
-                                c.end_block,
-                                c.blocks,
-                            ));
-                        }
-                        Err(e) => problem(offset, &e),
-                    }
-                });
-            });
-            progress.finish();
-            match stream_error.into_inner().expect("lock") {
-                Some(StreamError::Format(e)) => problem(reader.position(), &e),
-                Some(e) => return Err(Error::stream(path, e)),
-                None => {}
+                Err(e) => problem(at, &e),
             }
-            let mut spans = spans.into_inner().expect("lock");
-            spans.sort_unstable();
-            report.chunks = spans.len() as u64;
-            report.stored_blocks = spans.iter().map(|s| s.3).sum();
-            report.image_bytes = reader.position();
-            // Only a complete stream whose chunks all passed has an order to check.
-            if let Some(end) = reader.finish()
-                && problems.lock().expect("problems lock").is_empty()
-            {
-                let pairs: Vec<(u64, u64)> = spans.iter().map(|s| (s.1, s.2)).collect();
-                if let Err(e) = end.check_spans(&pairs) {
-                    problem(u64::MAX - 1, &e);
-                }
-            }
-        }
+        });
+    });
+    progress.finish();
+    report.image_bytes = image.bytes_read();
+    let spans = spans.into_inner().expect("lock");
+    report.chunks = spans.len() as u64;
+    report.stored_blocks = spans.iter().map(|s| s.blocks).sum();
+    // The checks across chunks mean something only when every chunk passed its own.
+    if problems.lock().expect("problems lock").is_empty()
+        && let Err(e) = image.finish(spans)
+    {
+        problem(END_CHECKS, &e);
     }
     let mut problems = problems.into_inner().expect("lock");
     problems.sort();
     report.problems.extend(problems.into_iter().map(|(_, m)| m));
     report.ok = report.problems.is_empty();
     Ok(report)
+}
+
+/// A problem as the report lists it: the image's own error without the image's name (the
+/// report names the image once).
+fn problem_text(e: &Error) -> String {
+    if let Error::Image { source, .. } = e {
+        return source.to_string();
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
 }

@@ -25,7 +25,7 @@ fn check_case(name: &str) {
     }
     let t = build(case(name));
     let image = save_small_chunks(&t.img, t.dir.path());
-    let browser = Browser::open(&image).unwrap();
+    let browser = Browser::open(&rimage::ImageSource::File(image.clone())).unwrap();
     let from_image = common::tree::snapshot_ext4(browser.fs()).unwrap();
     let source = ext4_view::Ext4::load_from_path(&t.img).unwrap();
     let from_source = common::tree::snapshot_ext4(&source).unwrap();
@@ -87,8 +87,10 @@ fn listing_reads_only_the_chunks_it_needs() {
     }
     let t = build(case("ext4_2g_4k"));
     let image = save_small_chunks(&t.img, t.dir.path());
-    let chunks = rimage::inspect_image(&image).unwrap().chunks;
-    let browser = Browser::open(&image).unwrap();
+    let chunks = rimage::inspect_image(&rimage::ImageSource::File(image.clone()))
+        .unwrap()
+        .chunks;
+    let browser = Browser::open(&rimage::ImageSource::File(image.clone())).unwrap();
     browser.list("/").unwrap();
     browser.list("/etc/conf.d").unwrap();
     let read = browser.chunks_decoded();
@@ -202,7 +204,7 @@ fn unsupported_and_raw_images_say_so() {
     let t = build(case("ext4_meta_bg"));
     let image = save_small_chunks(&t.img, t.dir.path());
     let msg = common::chain(
-        &Browser::open(&image)
+        &Browser::open(&rimage::ImageSource::File(image.clone()))
             .err()
             .expect("ext4-view read a meta_bg filesystem"),
     );
@@ -215,6 +217,10 @@ fn unsupported_and_raw_images_say_so() {
     std::fs::write(&raw, vec![7u8; 1 << 20]).unwrap();
     let image = t.dir.path().join("raw.rimg");
     common::save_with(&raw, &image, &SaveOptions::default());
-    let msg = common::chain(&Browser::open(&image).err().expect("browsed a raw image"));
+    let msg = common::chain(
+        &Browser::open(&rimage::ImageSource::File(image.clone()))
+            .err()
+            .expect("browsed a raw image"),
+    );
     assert!(msg.contains("raw image"), "{msg}");
 }

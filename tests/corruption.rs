@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use rimage::fs::Extent;
-use rimage::image::file::ImageFile;
+use rimage::image::ImageFile;
 use rimage::{ImageSource, NoProgress, RestoreOptions, SaveOptions};
 
 struct Fixture {
@@ -317,14 +317,15 @@ fn restore_from_stdin_never_writes_a_damaged_chunk() {
 /// can only be checked after the chunks, restore and verify still fail and say why.
 #[test]
 fn overlapping_chunks_with_valid_checksums_are_refused() {
+    use rimage::fs::FsType;
     use rimage::fs::{Extent, Uuid};
     use rimage::image::chunk::{ChunkExtent, compressor, encode_chunk};
     use rimage::image::writer::ImageWriter;
-    use rimage::image::{Compression, Header, SourceType, Unstored, Version};
+    use rimage::image::{Compression, Header, Unstored, Version};
 
     let header = Header {
         version: Version::V1,
-        source_type: SourceType::Raw,
+        source_type: FsType::Raw,
         compression: Compression::Zstd,
         unstored: Unstored::Zero,
         block_size: 4096,

@@ -216,9 +216,15 @@ fn mounted_restore_target_is_always_refused() {
         "{err}"
     );
     // The same through the loop device itself (O_EXCL).
-    let dev = rimage::source::mounts_of(&target).unwrap()[0]
-        .device
-        .clone();
+    // The loop device mounted there, as the kernel's mount table names it.
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let at = m.path().display().to_string();
+    let dev = mounts
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .find(|f| f.get(1) == Some(&at.as_str()))
+        .map(|f| f[0].to_string())
+        .expect("the mount is listed");
     let out = common::rimage()
         .arg("restore")
         .arg(&image)
@@ -238,7 +244,10 @@ fn wrong_filesystem_on_the_target_is_reported_and_expect_uuid_is_enforced() {
     let t = build(case("ext4_small_fresh"));
     let image = t.dir.path().join("a.rimg");
     common::save_with(&t.img, &image, &SaveOptions::default());
-    let image_uuid = rimage::inspect_image(&image).unwrap().header.uuid;
+    let image_uuid = rimage::inspect_image(&ImageSource::File(image.clone()))
+        .unwrap()
+        .header
+        .uuid;
     // The target holds another filesystem (another UUID).
     let target = t.dir.path().join("other.img");
     std::fs::File::create(&target)

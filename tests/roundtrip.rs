@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use common::{build, case, have};
-use rimage::image::file::ImageFile;
+use rimage::image::ImageFile;
 use rimage::{Destination, FreeSpace, ImageSource, NoProgress, RestoreOptions, SaveOptions};
 
 fn save(src: &Path, image: &Path, opts: SaveOptions) -> rimage::SaveReport {
@@ -93,7 +93,7 @@ fn raw_round_trip_to_new_file_is_sparse_and_exact() {
     let (src, data) = raw_source(dir.path());
     let image = dir.path().join("raw.rimg");
     let report = save(&src, &image, SaveOptions::default());
-    assert_eq!(report.header.source_type, rimage::image::SourceType::Raw);
+    assert_eq!(report.header.source_type, rimage::fs::FsType::Raw);
     let target = dir.path().join("out.bin");
     restore(&image, &target, FreeSpace::Leave);
     assert_eq!(

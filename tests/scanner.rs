@@ -7,16 +7,15 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use common::{BOOT_MARK, build, case, have};
-use rimage::fs::ext::{ExtError, ExtFs, ScanOptions};
-use rimage::fs::{Extent, Scan, probe};
+use rimage::fs::ext::{ExtError, ExtFs};
+use rimage::fs::{Extent, FsType, ScanOptions, probe};
 use rimage::source::Device;
 
 fn open_ext(img: &Path) -> (Device, ExtFs) {
     let dev = Device::open(img).unwrap();
-    match probe(&dev, ScanOptions::default()).unwrap() {
-        Scan::Ext(fs) => (dev, *fs),
-        Scan::Raw(_) => panic!("{} was not recognised as ext", img.display()),
-    }
+    let fs = ExtFs::open(&dev, ScanOptions::default())
+        .unwrap_or_else(|e| panic!("{} was not recognised as ext: {e}", img.display()));
+    (dev, fs)
 }
 
 /// Merged `[start, end)` ranges in units of `ratio` blocks.
@@ -317,10 +316,9 @@ fn truncated_and_tiny_devices() {
         Err(ExtError::NotExt)
     ));
     // Something that is not ext probes as raw.
-    assert!(matches!(
-        probe(&vec![0u8; 1 << 20][..], ScanOptions::default()),
-        Ok(Scan::Raw(_))
-    ));
+    let zeros = vec![0u8; 1 << 20];
+    let raw = probe(&zeros, ScanOptions::default()).unwrap();
+    assert_eq!(raw.info(&zeros).unwrap().fs_type, FsType::Raw);
 }
 
 #[test]

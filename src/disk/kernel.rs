@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -71,66 +70,6 @@ pub fn partitions_of(disk: &Path) -> io::Result<Vec<KernelPartition>> {
     Ok(out)
 }
 
-/// `BLKRRPART`: asks the kernel to re-read the partition table (linux/fs.h `_IO(0x12, 95)`).
-///
-/// # Errors
-/// The ioctl's error (EBUSY while a partition is in use, EINVAL on a loop device without
-/// partition scanning).
-pub fn reread(disk: &File) -> io::Result<()> {
-    use rustix::ioctl::{NoArg, ioctl, opcode};
-    const BLKRRPART: rustix::ioctl::Opcode = opcode::none(0x12, 95);
-    // SAFETY: BLKRRPART takes no argument.
-    unsafe { ioctl(disk, NoArg::<BLKRRPART>::new()) }?;
-    Ok(())
-}
-
-/// `struct blkpg_partition` (linux/blkpg.h).
-#[repr(C)]
-struct BlkpgPartition {
-    start: libc::c_longlong,
-    length: libc::c_longlong,
-    pno: libc::c_int,
-    devname: [libc::c_char; 64],
-    volname: [libc::c_char; 64],
-}
-
-/// `struct blkpg_ioctl_arg` (linux/blkpg.h).
-#[repr(C)]
-struct BlkpgIoctlArg {
-    op: libc::c_int,
-    flags: libc::c_int,
-    datalen: libc::c_int,
-    data: *mut libc::c_void,
-}
-
-const BLKPG: libc::c_ulong = 0x1269; // _IO(0x12, 105)
-const BLKPG_ADD_PARTITION: libc::c_int = 1;
-const BLKPG_DEL_PARTITION: libc::c_int = 2;
-
-fn blkpg(disk: &File, op: libc::c_int, number: u32, start: u64, length: u64) -> io::Result<()> {
-    let mut part = BlkpgPartition {
-        start: i64::try_from(start).map_err(|_| io::ErrorKind::InvalidInput)?,
-        length: i64::try_from(length).map_err(|_| io::ErrorKind::InvalidInput)?,
-        pno: libc::c_int::try_from(number).map_err(|_| io::ErrorKind::InvalidInput)?,
-        devname: [0; 64],
-        volname: [0; 64],
-    };
-    let mut arg = BlkpgIoctlArg {
-        op,
-        flags: 0,
-        datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
-        data: (&raw mut part).cast(),
-    };
-    // SAFETY: BLKPG reads a blkpg_ioctl_arg whose data points at a blkpg_partition of datalen
-    // bytes; both live on this stack frame for the duration of the call.
-    let r = unsafe { libc::ioctl(disk.as_raw_fd(), BLKPG, &raw mut arg) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 /// Makes the kernel's view of `disk`'s partitions equal `wanted` ((number, start, size) in
 /// bytes): `BLKRRPART` first, and where that fails, `BLKPG` deletes the partitions it knows and
 /// adds the wanted ones. Returns how it was done.
@@ -152,16 +91,16 @@ pub fn publish(
         // Nothing to change (and partitions held open elsewhere stay usable).
         return Ok("the kernel already knows these partitions");
     }
-    if reread(disk).is_ok() && matches(&partitions_of(disk_path)?) {
+    if crate::sys::reread_partitions(disk).is_ok() && matches(&partitions_of(disk_path)?) {
         return Ok("the kernel re-read the partition table (BLKRRPART)");
     }
     // Only what differs: a partition in use that is already right is left alone.
     let known = partitions_of(disk_path)?;
     for k in known.iter().filter(|k| !wanted.iter().any(|w| same(k, w))) {
-        blkpg(disk, BLKPG_DEL_PARTITION, k.number, 0, 0)?;
+        crate::sys::delete_partition(disk, k.number)?;
     }
     for w in wanted.iter().filter(|w| !known.iter().any(|k| same(k, w))) {
-        blkpg(disk, BLKPG_ADD_PARTITION, w.0, w.1, w.2)?;
+        crate::sys::add_partition(disk, w.0, w.1, w.2)?;
     }
     if matches(&partitions_of(disk_path)?) {
         Ok("partitions added with BLKPG (the kernel did not re-read the table)")

@@ -5,9 +5,35 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
-use super::identify::Detected;
-use super::table::Table;
+use super::table::{Table, TableError};
+use crate::fs::Identity;
+
+/// Why a manifest cannot be used.
+#[derive(Debug, Error)]
+pub enum ManifestError {
+    /// It cannot be read.
+    #[error("cannot read it")]
+    Read(#[source] std::io::Error),
+    /// It is not TOML, or its fields are not a manifest's (the parser's message says where).
+    #[error("{0}")]
+    Syntax(String),
+    /// It is another kind of file.
+    #[error("not a rimage disk manifest (format {0:?})")]
+    Format(String),
+    /// Its partition table does not hold together.
+    #[error(transparent)]
+    Table(#[from] TableError),
+    /// A partition's plan does not match the table or names no image.
+    #[error("partition {number}: {reason}")]
+    Plan {
+        /// The partition.
+        number: u32,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
 
 /// File name of the manifest in a disk directory.
 pub const MANIFEST: &str = "manifest.toml";
@@ -65,7 +91,7 @@ pub struct Plan {
     /// What restore-disk does.
     pub action: Action,
     /// What the partition held when saved.
-    pub filesystem: Detected,
+    pub filesystem: Identity,
     /// The image file (in the same directory) for `action = "image"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
@@ -100,40 +126,37 @@ impl Manifest {
     /// Reads and checks a manifest.
     ///
     /// # Errors
-    /// Unreadable, not TOML, another format, or an unknown version: the message names the file.
-    pub fn read(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    /// Unreadable, or as [`Manifest::parse`].
+    pub fn read(path: &Path) -> Result<Self, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(ManifestError::Read)?;
+        Self::parse(&text)
     }
 
     /// Parses and checks manifest text.
     ///
     /// # Errors
     /// Not TOML, another format or version, or a table or plan that does not hold together.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let m: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<Self, ManifestError> {
+        let m: Self = toml::from_str(text).map_err(|e| ManifestError::Syntax(e.to_string()))?;
         if m.format != FORMAT {
-            return Err(format!(
-                "not a rimage disk manifest (format {:?})",
-                m.format
-            ));
+            return Err(ManifestError::Format(m.format));
         }
         super::table::check_table(&m.table)?;
         for p in &m.partitions {
+            let plan = |reason| ManifestError::Plan {
+                number: p.number,
+                reason,
+            };
             if !m.table.partitions.iter().any(|e| e.number == p.number) {
-                return Err(format!(
-                    "partition {} has a plan but no table entry",
-                    p.number
-                ));
+                return Err(plan("has a plan but no table entry"));
             }
             if p.action == Action::Image
                 && p.image
                     .as_deref()
                     .is_none_or(|i| i.is_empty() || i.contains('/'))
             {
-                return Err(format!(
-                    "partition {} is to be imaged but names no image file in the directory",
-                    p.number
+                return Err(plan(
+                    "is to be imaged but names no image file in the directory",
                 ));
             }
         }
@@ -143,12 +166,17 @@ impl Manifest {
     /// The manifest as TOML.
     ///
     /// # Errors
-    /// Never for a manifest built by save-disk.
+    /// A value TOML cannot hold (its integers are signed 64-bit).
     pub fn to_toml(&self) -> Result<String, String> {
         let body = toml::to_string_pretty(self).map_err(|e| e.to_string())?;
         Ok(format!(
             "# rimage disk manifest: the partition table of {} and what restore-disk does with each partition.\n{body}",
             self.source
         ))
+    }
+
+    /// The plan of partition `number`, with its table entry.
+    pub fn entry(&self, number: u32) -> Option<&super::table::Entry> {
+        self.table.partitions.iter().find(|e| e.number == number)
     }
 }

@@ -4,6 +4,47 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Why a partition table cannot be read or written.
+#[derive(Debug, Error)]
+pub enum TableError {
+    /// Reading or writing the disk failed.
+    #[error("{what} failed")]
+    Io {
+        /// What was being read or written.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The table on the disk is malformed or lies outside the disk.
+    #[error("malformed partition table: {0}")]
+    Malformed(String),
+    /// A table description (from a manifest) is out of range.
+    #[error("invalid partition table: {0}")]
+    Invalid(String),
+    /// The table does not fit the disk it is written to.
+    #[error("{0}")]
+    DoesNotFit(String),
+    /// The `gpt` or `mbrman` crate refused the table.
+    #[error("{what}: {message}")]
+    Parser {
+        /// Which structure.
+        what: &'static str,
+        /// The crate's message.
+        message: String,
+    },
+}
+
+impl TableError {
+    fn parser(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> Self {
+        move |e| Self::Parser {
+            what,
+            message: e.to_string(),
+        }
+    }
+}
 
 /// Bytes per sector the tables are read and written with.
 pub const SECTOR: u64 = 512;
@@ -129,12 +170,17 @@ const GPT_ENTRY_SIZE: u32 = 128;
 /// Most logical partitions followed in an MBR extended partition.
 const MAX_LOGICAL: usize = 128;
 
-fn read_sector<D: Read + Seek>(disk: &mut D, lba: u64) -> Result<[u8; 512], String> {
+fn read_sector<D: Read + Seek>(disk: &mut D, lba: u64) -> Result<[u8; 512], TableError> {
     let mut s = [0u8; 512];
-    let at = lba.checked_mul(SECTOR).ok_or("sector number overflows")?;
+    let at = lba
+        .checked_mul(SECTOR)
+        .ok_or_else(|| TableError::Malformed(format!("sector number {lba} overflows")))?;
     disk.seek(SeekFrom::Start(at))
         .and_then(|_| disk.read_exact(&mut s))
-        .map_err(|e| format!("read of sector {lba}: {e}"))?;
+        .map_err(|source| TableError::Io {
+            what: format!("read of sector {lba}"),
+            source,
+        })?;
     Ok(s)
 }
 
@@ -158,18 +204,20 @@ fn precheck<D: Read + Seek>(
     sector0: &[u8; 512],
     disk_sectors: u64,
     gpt: bool,
-) -> Result<(), String> {
+) -> Result<(), TableError> {
     if gpt {
         let h = read_sector(disk, 1)?;
         if &h[..8] != b"EFI PART" {
-            return Err("protective MBR but no GPT header in sector 1".into());
+            return Err(TableError::Malformed(
+                "protective MBR but no GPT header in sector 1".into(),
+            ));
         }
         let entries = u32::from_le_bytes(h[80..84].try_into().expect("4 bytes"));
         let size = u32::from_le_bytes(h[84..88].try_into().expect("4 bytes"));
         if size != GPT_ENTRY_SIZE || entries == 0 || entries > MAX_GPT_ENTRIES {
-            return Err(format!(
+            return Err(TableError::Malformed(format!(
                 "unsupported GPT: {entries} entries of {size} bytes (expected up to {MAX_GPT_ENTRIES} of {GPT_ENTRY_SIZE})"
-            ));
+            )));
         }
         return Ok(());
     }
@@ -179,10 +227,10 @@ fn precheck<D: Read + Seek>(
             continue;
         }
         if start == 0 || len == 0 || start + len > disk_sectors {
-            return Err(format!(
+            return Err(TableError::Malformed(format!(
                 "MBR partition {} (sectors {start}+{len}) is not inside the disk's {disk_sectors} sectors",
                 i + 1
-            ));
+            )));
         }
         // mbrman follows the first extended partition.
         if matches!(sys, 0x05 | 0x0f | 0x85) && extended.is_none() {
@@ -201,25 +249,29 @@ fn precheck<D: Read + Seek>(
         let [(sys, rel, len), (next_sys, next_rel, _), ..] = mbr_entries(&s);
         // mbrman adds the EBR's position and its entry's start in 32 bits, used entry or not.
         if ebr + rel > u64::from(u32::MAX) {
-            return Err(format!("the EBR at sector {ebr} points past 2 TiB"));
+            return Err(TableError::Malformed(format!(
+                "the EBR at sector {ebr} points past 2 TiB"
+            )));
         }
         if sys != 0 && (rel == 0 || len == 0 || ebr + rel + len > ext_start + ext_len) {
-            return Err(format!(
+            return Err(TableError::Malformed(format!(
                 "logical partition in the EBR at sector {ebr} is not inside its extended partition"
-            ));
+            )));
         }
         if next_sys == 0 || next_rel == 0 {
             return Ok(());
         }
         let next = ext_start + next_rel;
         if next <= ebr || next >= ext_start + ext_len || next > u64::from(u32::MAX) {
-            return Err(format!(
+            return Err(TableError::Malformed(format!(
                 "the EBR at sector {ebr} links to sector {next}, not forward inside its extended partition"
-            ));
+            )));
         }
         ebr = next;
     }
-    Err(format!("more than {MAX_LOGICAL} logical partitions"))
+    Err(TableError::Malformed(format!(
+        "more than {MAX_LOGICAL} logical partitions"
+    )))
 }
 
 /// Reads the partition table of `disk` (`disk_bytes` long): GPT when there is a protective
@@ -230,7 +282,7 @@ fn precheck<D: Read + Seek>(
 pub fn read_table<D: Read + Write + Seek + std::fmt::Debug>(
     disk: &mut D,
     disk_bytes: u64,
-) -> Result<Option<Table>, String> {
+) -> Result<Option<Table>, TableError> {
     let disk_sectors = disk_bytes / SECTOR;
     let sector0 = read_sector(disk, 0)?;
     if sector0[510..512] != [0x55, 0xAA] {
@@ -246,7 +298,7 @@ pub fn read_table<D: Read + Write + Seek + std::fmt::Debug>(
             read_mbr(disk)
         }
     }))
-    .map_err(|_| "the partition table is malformed (its parser gave up)".to_string())??;
+    .map_err(|_| TableError::Malformed("its parser gave up".into()))??;
     for e in &parsed.partitions {
         if e.start_lba == 0
             || e.sectors == 0
@@ -254,10 +306,10 @@ pub fn read_table<D: Read + Write + Seek + std::fmt::Debug>(
                 .checked_add(e.sectors)
                 .is_none_or(|end| end > disk_sectors)
         {
-            return Err(format!(
+            return Err(TableError::Malformed(format!(
                 "partition {} (sectors {}+{}) is not inside the disk's {disk_sectors} sectors",
                 e.number, e.start_lba, e.sectors
-            ));
+            )));
         }
     }
     // What restore-disk will demand of it later, demanded now.
@@ -265,12 +317,12 @@ pub fn read_table<D: Read + Write + Seek + std::fmt::Debug>(
     Ok(Some(parsed))
 }
 
-fn read_gpt<D: Read + Write + Seek + std::fmt::Debug>(disk: &mut D) -> Result<Table, String> {
+fn read_gpt<D: Read + Write + Seek + std::fmt::Debug>(disk: &mut D) -> Result<Table, TableError> {
     let gpt = gpt::GptConfig::new()
         .writable(false)
         .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
         .open_from_device(&mut *disk)
-        .map_err(|e| format!("GPT: {e}"))?;
+        .map_err(|e| TableError::parser("GPT")(&e))?;
     let h = gpt.header();
     let kind = TableKind::Gpt {
         disk_guid: gpt.guid().to_string().to_uppercase(),
@@ -282,17 +334,17 @@ fn read_gpt<D: Read + Write + Seek + std::fmt::Debug>(disk: &mut D) -> Result<Ta
     let mut partitions = Vec::new();
     for (&number, p) in gpt.partitions().iter().filter(|(_, p)| p.is_used()) {
         if p.last_lba < p.first_lba {
-            return Err(format!(
+            return Err(TableError::Malformed(format!(
                 "GPT partition {number} ends (sector {}) before it starts (sector {})",
                 p.last_lba, p.first_lba
-            ));
+            )));
         }
         partitions.push(Entry {
             number,
             start_lba: p.first_lba,
             sectors: (p.last_lba - p.first_lba)
                 .checked_add(1)
-                .ok_or("GPT partition too large")?,
+                .ok_or_else(|| TableError::Malformed("GPT partition too large".into()))?,
             type_guid: Some(p.part_type_guid.guid.to_string().to_uppercase()),
             part_guid: Some(p.part_guid.to_string().to_uppercase()),
             name: Some(p.name.clone()),
@@ -307,9 +359,14 @@ fn read_gpt<D: Read + Write + Seek + std::fmt::Debug>(disk: &mut D) -> Result<Ta
     Ok(Table { kind, partitions })
 }
 
-fn read_mbr<D: Read + Seek>(disk: &mut D) -> Result<Table, String> {
-    disk.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
-    let mbr = mbrman::MBR::read_from(&mut *disk, SECTOR as u32).map_err(|e| format!("MBR: {e}"))?;
+fn read_mbr<D: Read + Seek>(disk: &mut D) -> Result<Table, TableError> {
+    disk.seek(SeekFrom::Start(0))
+        .map_err(|source| TableError::Io {
+            what: "seek to sector 0".into(),
+            source,
+        })?;
+    let mbr = mbrman::MBR::read_from(&mut *disk, SECTOR as u32)
+        .map_err(|e| TableError::parser("MBR")(&e))?;
     let sig = mbr.header.disk_signature;
     let kind = TableKind::Dos {
         disk_signature: format!("0x{:08x}", u32::from_le_bytes(sig)),
@@ -334,7 +391,7 @@ fn read_mbr<D: Read + Seek>(disk: &mut D) -> Result<Table, String> {
 ///
 /// # Errors
 /// The first problem found.
-pub fn check_table(t: &Table) -> Result<(), String> {
+pub fn check_table(t: &Table) -> Result<(), TableError> {
     if let TableKind::Gpt {
         entries,
         entry_size,
@@ -346,9 +403,9 @@ pub fn check_table(t: &Table) -> Result<(), String> {
             || *entries > MAX_GPT_ENTRIES
             || *first_usable_lba == 0)
     {
-        return Err(format!(
+        return Err(TableError::Invalid(format!(
             "unsupported GPT: {entries} entries of {entry_size} bytes, first usable sector {first_usable_lba}"
-        ));
+        )));
     }
     let max_number = match t.kind {
         TableKind::Gpt { entries, .. } => entries,
@@ -366,26 +423,27 @@ pub fn check_table(t: &Table) -> Result<(), String> {
             || e.sectors == 0
             || end.is_none()
         {
-            return Err(format!(
+            return Err(TableError::Invalid(format!(
                 "partition {} (sectors {}+{}) is out of range",
                 e.number, e.start_lba, e.sectors
-            ));
+            )));
         }
         if e.number > 4
             && matches!(t.kind, TableKind::Dos { .. })
             && e.ebr_lba.is_none_or(|ebr| ebr == 0 || ebr >= e.start_lba)
         {
-            return Err(format!(
+            return Err(TableError::Invalid(format!(
                 "logical partition {} has no extended boot record before it",
                 e.number
-            ));
+            )));
         }
     }
     Ok(())
 }
 
-fn parse_uuid(s: &str) -> Result<uuid::Uuid, String> {
-    s.parse().map_err(|e| format!("{s:?}: {e}"))
+fn parse_uuid(s: &str) -> Result<uuid::Uuid, TableError> {
+    s.parse()
+        .map_err(|e| TableError::Invalid(format!("GUID {s:?}: {e}")))
 }
 
 /// Writes `table` onto `disk` (of `disk_bytes` bytes), replacing whatever table was there:
@@ -399,7 +457,7 @@ pub fn write_table<D: Read + Write + Seek + std::fmt::Debug>(
     table: &Table,
     disk_bytes: u64,
     boot_code: &[u8; 440],
-) -> Result<(), String> {
+) -> Result<(), TableError> {
     let sectors = disk_bytes / SECTOR;
     match &table.kind {
         TableKind::Gpt {
@@ -415,7 +473,7 @@ pub fn write_table<D: Read + Write + Seek + std::fmt::Debug>(
             );
             mbr.set_bootcode(*boot_code);
             mbr.overwrite_lba0(&mut *disk)
-                .map_err(|e| format!("protective MBR: {e}"))?;
+                .map_err(|e| TableError::parser("protective MBR")(&e))?;
             let mut builder = gpt::header::HeaderBuilder::new();
             builder
                 .disk_guid(parse_uuid(disk_guid)?)
@@ -426,18 +484,18 @@ pub fn write_table<D: Read + Write + Seek + std::fmt::Debug>(
             let mut primary = builder
                 .primary(true)
                 .build(lb)
-                .map_err(|e| format!("GPT header: {e}"))?;
+                .map_err(|e| TableError::parser("GPT header")(&e))?;
             let mut backup = gpt::header::HeaderBuilder::from_header(&primary)
                 .primary(false)
                 .build(lb)
-                .map_err(|e| format!("GPT header: {e}"))?;
+                .map_err(|e| TableError::parser("GPT header")(&e))?;
             for e in &table.partitions {
                 let end = e.start_lba + e.sectors;
                 if e.start_lba < primary.first_usable || end - 1 > primary.last_usable {
-                    return Err(format!(
+                    return Err(TableError::DoesNotFit(format!(
                         "partition {} (sectors {}..{end}) does not fit this disk's usable sectors",
                         e.number, e.start_lba
-                    ));
+                    )));
                 }
             }
             // Entries first: writing a header computes the CRC of the entry array on disk.
@@ -450,7 +508,7 @@ pub fn write_table<D: Read + Write + Seek + std::fmt::Debug>(
                     lb,
                     *entry_size,
                 )
-                .map_err(|e| format!("GPT entries: {e}"))?;
+                .map_err(|e| TableError::parser("GPT entries")(&e))?;
                 for e in &table.partitions {
                     let p = gpt::partition::Partition {
                         // Only the GUID is written; the OS label is the crate's annotation.
@@ -471,29 +529,31 @@ pub fn write_table<D: Read + Write + Seek + std::fmt::Debug>(
                         lb,
                         *entry_size,
                     )
-                    .map_err(|e| format!("GPT entry: {e}"))?;
+                    .map_err(|e| TableError::parser("GPT entry")(&e))?;
                 }
             }
             primary
                 .write_primary(&mut *disk, lb)
-                .map_err(|e| format!("GPT primary header: {e}"))?;
+                .map_err(|e| TableError::parser("GPT primary header")(&e))?;
             backup
                 .write_backup(&mut *disk, lb)
-                .map_err(|e| format!("GPT backup header: {e}"))?;
+                .map_err(|e| TableError::parser("GPT backup header")(&e))?;
         }
         TableKind::Dos { disk_signature } => {
-            let sig = u32::from_str_radix(disk_signature.trim_start_matches("0x"), 16)
-                .map_err(|e| format!("disk signature {disk_signature:?}: {e}"))?;
+            let sig =
+                u32::from_str_radix(disk_signature.trim_start_matches("0x"), 16).map_err(|e| {
+                    TableError::Invalid(format!("disk signature {disk_signature:?}: {e}"))
+                })?;
             let mut mbr = mbrman::MBR::new_from(&mut *disk, SECTOR as u32, sig.to_le_bytes())
-                .map_err(|e| format!("MBR: {e}"))?;
+                .map_err(|e| TableError::parser("MBR")(&e))?;
             mbr.header.bootstrap_code = *boot_code;
             for e in &table.partitions {
                 let end = e.start_lba + e.sectors;
                 if end > sectors {
-                    return Err(format!(
+                    return Err(TableError::DoesNotFit(format!(
                         "partition {} (sectors {}..{end}) does not fit this disk",
                         e.number, e.start_lba
-                    ));
+                    )));
                 }
                 let sys = u8::from_str_radix(
                     e.type_code
@@ -502,7 +562,7 @@ pub fn write_table<D: Read + Write + Seek + std::fmt::Debug>(
                         .trim_start_matches("0x"),
                     16,
                 )
-                .map_err(|x| format!("type {:?}: {x}", e.type_code))?;
+                .map_err(|x| TableError::Invalid(format!("type {:?}: {x}", e.type_code)))?;
                 let [first, last] = e.chs.unwrap_or([[0; 3]; 2]);
                 let entry = mbrman::MBRPartitionEntry {
                     boot: if e.bootable == Some(true) {
@@ -514,14 +574,13 @@ pub fn write_table<D: Read + Write + Seek + std::fmt::Debug>(
                     sys,
                     last_chs: to_chs(last),
                     starting_lba: u32::try_from(e.start_lba)
-                        .map_err(|_| "MBR partition start beyond 2 TiB".to_string())?,
-                    sectors: u32::try_from(e.sectors)
-                        .map_err(|_| "MBR partition beyond 2 TiB".to_string())?,
+                        .map_err(|_| beyond_2tib("MBR partition start"))?,
+                    sectors: u32::try_from(e.sectors).map_err(|_| beyond_2tib("MBR partition"))?,
                 };
                 if e.number <= 4 {
                     *mbr.header
                         .get_mut(e.number as usize)
-                        .ok_or("bad partition number")? = entry;
+                        .ok_or_else(|| TableError::Invalid("bad partition number".into()))? = entry;
                 } else {
                     // check_table guarantees an EBR before the partition.
                     let ebr = e.ebr_lba.unwrap_or(e.start_lba - 1);
@@ -529,9 +588,9 @@ pub fn write_table<D: Read + Write + Seek + std::fmt::Debug>(
                     let span = e.ebr_sectors.unwrap_or(e.start_lba + e.sectors - ebr);
                     mbr.logical_partitions.push(mbrman::LogicalPartition {
                         partition: entry,
-                        absolute_ebr_lba: u32::try_from(ebr).map_err(|_| "EBR beyond 2 TiB")?,
+                        absolute_ebr_lba: u32::try_from(ebr).map_err(|_| beyond_2tib("EBR"))?,
                         ebr_sectors: Some(
-                            u32::try_from(span).map_err(|_| "EBR span beyond 2 TiB")?,
+                            u32::try_from(span).map_err(|_| beyond_2tib("EBR span"))?,
                         ),
                         ebr_first_chs: mbrman::CHS::empty(),
                         ebr_last_chs: Some(mbrman::CHS::empty()),
@@ -540,9 +599,18 @@ pub fn write_table<D: Read + Write + Seek + std::fmt::Debug>(
                 }
             }
             mbr.write_into(&mut *disk)
-                .map_err(|e| format!("MBR: {e}"))?;
+                .map_err(|e| TableError::parser("MBR")(&e))?;
         }
     }
-    disk.flush().map_err(|e| e.to_string())?;
+    disk.flush().map_err(|source| TableError::Io {
+        what: "flush of the table".into(),
+        source,
+    })?;
     Ok(())
+}
+
+fn beyond_2tib(what: &str) -> TableError {
+    TableError::DoesNotFit(format!(
+        "{what} lies beyond 2 TiB, past what an MBR can address"
+    ))
 }

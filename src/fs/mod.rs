@@ -1,15 +1,22 @@
-//! "Which blocks are in use": one module per filesystem family.
+//! "What is on this device, and which of its blocks are in use": one module per filesystem
+//! family behind one interface.
 //!
-//! [`probe`] looks at a source and returns a [`Scan`]: an ext2/3/4 filesystem read from its block
-//! bitmaps, or raw (every block; the save pipeline drops all-zero blocks).
+//! [`FsType`] is the one list of what rimage recognises, with the code the image header
+//! stores and the name the manifest and `blkid` use. [`FAMILIES`] is the one table of readers:
+//! each family identifies its own superblock and, when it can, scans its allocation maps into
+//! a [`UsedBlocks`]. Adding a family means one new module and one row in that table; nothing
+//! outside `fs/` matches on the filesystem type.
 
 pub mod ext;
+pub mod fat;
 pub mod raw;
+pub mod swap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 use crate::source::ReadAt;
-use ext::{ExtError, ExtFs, ScanOptions};
+use ext::ExtError;
 
 /// A run of blocks: `len` blocks from block `start`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -27,9 +34,8 @@ impl Extent {
     }
 }
 
-/// What kind of source this is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+/// What a device holds, as far as rimage recognises it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FsType {
     /// ext2 (no journal).
     Ext2,
@@ -37,19 +43,94 @@ pub enum FsType {
     Ext3,
     /// ext4.
     Ext4,
-    /// Not a filesystem rimage parses: imaged block by block, zero blocks skipped.
+    /// Linux swap (version 1 header).
+    Swap,
+    /// FAT12/16/32.
+    Vfat,
+    /// Nothing rimage parses: imaged block by block, zero blocks skipped.
     Raw,
 }
 
+/// The one code table: (type, image header code, name as `blkid` and the manifest spell it).
+/// Codes are stored in images: never reuse or renumber one.
+const TYPES: &[(FsType, Option<u8>, &str)] = &[
+    (FsType::Ext2, Some(1), "ext2"),
+    (FsType::Ext3, Some(2), "ext3"),
+    (FsType::Ext4, Some(3), "ext4"),
+    (FsType::Raw, Some(4), "raw"),
+    (FsType::Swap, None, "swap"),
+    (FsType::Vfat, None, "vfat"),
+];
+
 impl FsType {
+    fn row(self) -> &'static (FsType, Option<u8>, &'static str) {
+        TYPES
+            .iter()
+            .find(|r| r.0 == self)
+            .expect("every type has a row")
+    }
+
     /// Lower-case name as `blkid` prints it ("raw" for anything else).
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Ext2 => "ext2",
-            Self::Ext3 => "ext3",
-            Self::Ext4 => "ext4",
-            Self::Raw => "raw",
+        self.row().2
+    }
+
+    /// The type called `name` ("unknown", as manifest version 1 wrote it, is raw).
+    pub fn from_name(name: &str) -> Option<Self> {
+        if name == "unknown" {
+            return Some(Self::Raw);
         }
+        TYPES.iter().find(|r| r.2 == name).map(|r| r.0)
+    }
+
+    /// The code an image header stores for a source of this type (`None`: never a source type).
+    pub fn code(self) -> Option<u8> {
+        self.row().1
+    }
+
+    /// The type an image header code stands for.
+    pub fn from_code(code: u8) -> Option<Self> {
+        TYPES.iter().find(|r| r.1 == Some(code)).map(|r| r.0)
+    }
+
+    /// Whether this is ext2, ext3 or ext4.
+    pub fn is_ext(self) -> bool {
+        matches!(self, Self::Ext2 | Self::Ext3 | Self::Ext4)
+    }
+
+    /// Whether files inside it can be read (browsed, mounted for a post-restore command).
+    pub fn has_files(self) -> bool {
+        self.is_ext() || self == Self::Vfat
+    }
+
+    /// The command that checks and repairs a filesystem of this type on `device`.
+    pub fn repair_command(self, device: &std::path::Path) -> Option<String> {
+        let d = device.display();
+        match self {
+            Self::Ext2 | Self::Ext3 | Self::Ext4 => Some(format!("e2fsck -f {d}")),
+            Self::Vfat => Some(format!("fsck.fat -a {d}")),
+            Self::Swap | Self::Raw => None,
+        }
+    }
+}
+
+impl std::fmt::Display for FsType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for FsType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for FsType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Self::from_name(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown filesystem type {name:?}")))
     }
 }
 
@@ -58,7 +139,7 @@ impl FsType {
 pub struct FsState {
     /// Cleanly unmounted.
     pub clean: bool,
-    /// Errors were recorded; e2fsck has not fixed them.
+    /// Errors were recorded; the filesystem's checker has not fixed them.
     pub errors: bool,
     /// The journal must be replayed (it is mounted, or it crashed).
     pub needs_recovery: bool,
@@ -138,95 +219,52 @@ impl Serialize for Uuid {
     }
 }
 
-/// How a source will be read.
-#[derive(Debug)]
-pub enum Scan {
-    /// An ext2/3/4 filesystem: only the blocks its bitmaps mark.
-    Ext(Box<ExtFs>),
-    /// Anything else: every block.
-    Raw(raw::RawLayout),
-}
-
-/// Decides how to read `dev`: ext2/3/4 when there is an ext superblock, raw when there is none.
-///
-/// # Errors
-/// An ext superblock that is present but corrupt, unsupported or unreadable is an error, not a
-/// silent fall back to raw: the caller decides (the CLI offers `--raw`).
-pub fn probe(dev: &(impl ReadAt + ?Sized), opts: ScanOptions) -> Result<Scan, ExtError> {
-    match ExtFs::open(dev, opts) {
-        Ok(fs) => Ok(Scan::Ext(Box::new(fs))),
-        Err(ExtError::NotExt | ExtError::TooSmall { .. }) => {
-            Ok(Scan::Raw(raw::RawLayout::new(dev.size())))
-        }
-        Err(e) => Err(e),
-    }
-}
-
-impl Scan {
-    /// Block size of the extents this scan yields.
-    pub fn block_size(&self) -> u32 {
-        match self {
-            Self::Ext(fs) => fs.block_size(),
-            Self::Raw(r) => r.block_size(),
-        }
-    }
-
-    /// Used blocks that must read as zeros but need not be copied (ext: unused inode tables).
-    pub fn zero_extents(&self) -> &[Extent] {
-        match self {
-            Self::Ext(fs) => fs.unused_inode_tables(),
-            Self::Raw(_) => &[],
-        }
-    }
-
-    /// The used extents, in ascending order.
-    pub fn extents<'a, R: ReadAt + ?Sized>(
-        &'a self,
-        dev: &'a R,
-    ) -> Box<dyn Iterator<Item = Result<Extent, ExtError>> + 'a> {
-        match self {
-            Self::Ext(fs) => Box::new(fs.used_extents(dev)),
-            Self::Raw(r) => Box::new(r.extents().map(Ok)),
-        }
-    }
-
-    /// Identity with an exact used count: scans every bitmap (ext) or counts blocks (raw).
-    ///
-    /// # Errors
-    /// Any scan error.
-    pub fn info(&self, dev: &(impl ReadAt + ?Sized)) -> Result<FsInfo, ExtError> {
-        match self {
-            Self::Ext(fs) => {
-                let mut used = 0;
-                for e in fs.used_extents(dev) {
-                    used += e?.len;
-                }
-                Ok(fs.info(used))
-            }
-            Self::Raw(r) => Ok(r.info()),
-        }
-    }
-}
-
-/// Who a device currently is: enough to tell one filesystem from another before overwriting it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// Who a device currently is, as `blkid` would say: enough to describe a partition in a
+/// manifest, and to tell one filesystem from another before overwriting it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     /// Filesystem type (raw: nothing recognised).
-    pub fs_type: FsType,
-    /// Label (empty when none).
-    pub label: String,
-    /// UUID, when the filesystem has one.
-    pub uuid: Option<Uuid>,
+    pub kind: FsType,
+    /// Its UUID as blkid prints it (a FAT volume id is "XXXX-XXXX").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    /// Its label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// For swap: the page size its header was written for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<u32>,
+    /// For ext: block size (used to re-create a reformatted filesystem alike).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<u32>,
+}
+
+impl Identity {
+    /// Nothing recognised.
+    pub fn unknown() -> Self {
+        Self {
+            kind: FsType::Raw,
+            uuid: None,
+            label: None,
+            page_size: None,
+            block_size: None,
+        }
+    }
+
+    /// Whether two identities name the same filesystem (type, UUID and label).
+    pub fn same_filesystem(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.uuid == other.uuid && self.label == other.label
+    }
 }
 
 impl std::fmt::Display for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.fs_type == FsType::Raw {
+        if self.kind == FsType::Raw {
             return f.write_str("no recognised filesystem");
         }
-        write!(f, "{}", self.fs_type.name())?;
-        if !self.label.is_empty() {
-            write!(f, " \"{}\"", self.label)?;
+        write!(f, "{}", self.kind)?;
+        if let Some(l) = &self.label {
+            write!(f, " \"{l}\"")?;
         }
         if let Some(u) = &self.uuid {
             write!(f, " UUID {u}")?;
@@ -235,24 +273,119 @@ impl std::fmt::Display for Identity {
     }
 }
 
+/// How strict a scan is.
+#[derive(Clone, Copy, Debug)]
+pub struct ScanOptions {
+    /// Refuse metadata whose checksums do not match. Without it, such metadata is read as the
+    /// filesystem's own checker would read it.
+    pub verify_checksums: bool,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        Self {
+            verify_checksums: true,
+        }
+    }
+}
+
+/// Why a filesystem that is present could not be scanned.
+#[derive(Debug, Error)]
+pub enum ScanError {
+    /// An ext2/3/4 filesystem.
+    #[error(transparent)]
+    Ext(#[from] ExtError),
+}
+
+/// The used blocks of a scanned source, in ascending order.
+pub type ExtentIter<'a> = Box<dyn Iterator<Item = Result<Extent, ScanError>> + 'a>;
+
+/// A source whose used blocks are known: what the save pipeline reads.
+pub trait UsedBlocks: std::fmt::Debug + Send + Sync {
+    /// Block size of the extents.
+    fn block_size(&self) -> u32;
+
+    /// Identity and state, with an exact used count (which may read every allocation map).
+    ///
+    /// # Errors
+    /// Any scan error.
+    fn info(&self, dev: &dyn ReadAt) -> Result<FsInfo, ScanError>;
+
+    /// The used extents, ascending and disjoint.
+    fn extents<'a>(&'a self, dev: &'a dyn ReadAt) -> ExtentIter<'a>;
+
+    /// Used blocks that must read as zeros but need not be copied (sorted, disjoint).
+    fn zero_extents(&self) -> &[Extent] {
+        &[]
+    }
+
+    /// Used blocks according to the filesystem's own counters, when it keeps them (they lag
+    /// while it is mounted).
+    fn recorded_used_blocks(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// Opens a device for a scan: `Ok(None)` when it does not hold the family's filesystem.
+pub type Scanner = fn(&dyn ReadAt, ScanOptions) -> Result<Option<Box<dyn UsedBlocks>>, ScanError>;
+
+/// One filesystem family: how to recognise it, and (when rimage can) how to scan it.
+pub struct Family {
+    /// Recognises the family's superblock and says who the filesystem is.
+    pub identify: fn(&dyn ReadAt) -> Option<Identity>,
+    /// Opens the filesystem for a scan (`None`: rimage images it raw).
+    pub scan: Option<Scanner>,
+}
+
+/// Every family rimage knows, tried in order; raw when none recognises the source.
+pub const FAMILIES: &[Family] = &[ext::FAMILY, swap::FAMILY, fat::FAMILY];
+
+/// Decides how to read `dev`: the first family whose scanner recognises it, raw when none does.
+///
+/// # Errors
+/// A filesystem that is present but corrupt, unsupported or unreadable is an error, not a
+/// silent fall back to raw: the caller decides (the CLI offers `--raw`).
+pub fn probe(dev: &dyn ReadAt, opts: ScanOptions) -> Result<Box<dyn UsedBlocks>, ScanError> {
+    for family in FAMILIES {
+        if let Some(scan) = family.scan
+            && let Some(fs) = scan(dev, opts)?
+        {
+            return Ok(fs);
+        }
+    }
+    Ok(Box::new(raw::RawLayout::new(dev.size())))
+}
+
 /// Identifies what `dev` holds from its superblock alone (a damaged filesystem is still
 /// recognised by its UUID). Raw when nothing is recognised.
-pub fn identify(dev: &(impl ReadAt + ?Sized)) -> Identity {
-    let mut raw = [0u8; ext::superblock::SUPERBLOCK_SIZE];
-    let sb = dev
-        .read_exact_at(&mut raw, ext::superblock::SUPERBLOCK_OFFSET)
-        .ok()
-        .and_then(|()| ext::superblock::Superblock::parse(&raw).ok());
-    match sb {
-        Some(sb) => Identity {
-            fs_type: sb.flavour(),
-            label: String::from_utf8_lossy(&sb.label).into_owned(),
-            uuid: Some(Uuid(sb.uuid)),
-        },
-        None => Identity {
-            fs_type: FsType::Raw,
-            label: String::new(),
-            uuid: None,
-        },
+pub fn identify(dev: &dyn ReadAt) -> Identity {
+    FAMILIES
+        .iter()
+        .find_map(|f| (f.identify)(dev))
+        .unwrap_or_else(Identity::unknown)
+}
+
+/// Text up to the first NUL, trailing blanks removed; `None` when empty.
+pub(crate) fn label_text(raw: &[u8]) -> Option<String> {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    let s = String::from_utf8_lossy(&raw[..end]).trim_end().to_string();
+    (!s.is_empty()).then_some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_type_has_one_name_and_at_most_one_code() {
+        for (t, code, name) in TYPES {
+            assert_eq!(FsType::from_name(name), Some(*t));
+            if let Some(c) = code {
+                assert_eq!(FsType::from_code(*c), Some(*t));
+            }
+            assert_eq!(TYPES.iter().filter(|r| r.0 == *t).count(), 1);
+        }
+        assert_eq!(FsType::from_name("unknown"), Some(FsType::Raw));
+        assert_eq!(FsType::from_code(0), None);
     }
 }

@@ -1,7 +1,8 @@
 //! Sources rimage cannot parse: every block is a candidate, and the save pipeline drops the
 //! all-zero ones (so restore recreates them as holes or zeros).
 
-use super::{Extent, FsInfo, FsState, FsType};
+use super::{Extent, ExtentIter, FsInfo, FsState, FsType, ScanError, UsedBlocks};
+use crate::source::ReadAt;
 
 /// Block size of raw images. Device sizes are multiples of 512, not always of 4096: the last
 /// block may be partial, and restore never writes past the recorded source size.
@@ -54,5 +55,19 @@ impl RawLayout {
                 ..FsState::default()
             },
         }
+    }
+}
+
+impl UsedBlocks for RawLayout {
+    fn block_size(&self) -> u32 {
+        RAW_BLOCK_SIZE
+    }
+
+    fn info(&self, _dev: &dyn ReadAt) -> Result<FsInfo, ScanError> {
+        Ok(RawLayout::info(self))
+    }
+
+    fn extents<'a>(&'a self, _dev: &'a dyn ReadAt) -> ExtentIter<'a> {
+        Box::new(RawLayout::extents(self).map(Ok))
     }
 }

@@ -3,7 +3,9 @@
 
 use byteorder::{ByteOrder, LittleEndian};
 
+use super::digest::chunk_hash;
 use super::header::Header;
+use super::index::IndexEntry;
 use super::{
     ChunkId, FormatError, MAX_CHUNK_EXTENTS, MAX_CHUNK_RAW, compress_bound, le_u32, le_u64,
 };
@@ -173,6 +175,34 @@ pub struct CheckedChunk {
     /// Blocks stored (data extents).
     pub blocks: u64,
     /// Blocks that must read as zeros (zero extents).
+    pub zero_blocks: u64,
+}
+
+impl CheckedChunk {
+    /// Where the chunk lies and what it holds, for the end-of-image checks.
+    pub fn span(&self, seq: u64) -> ChunkSpan {
+        ChunkSpan {
+            seq,
+            first_block: self.first_block,
+            end_block: self.end_block,
+            blocks: self.blocks,
+            zero_blocks: self.zero_blocks,
+        }
+    }
+}
+
+/// A chunk that passed its checks, reduced to what the checks across chunks need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ChunkSpan {
+    /// Sequence number.
+    pub seq: u64,
+    /// First block.
+    pub first_block: u64,
+    /// One past the last block.
+    pub end_block: u64,
+    /// Blocks stored.
+    pub blocks: u64,
+    /// Blocks of zero extents.
     pub zero_blocks: u64,
 }
 
@@ -356,6 +386,53 @@ impl<'a> ChunkRecord<'a> {
             return Err(fail(format!("decompressed to {n} bytes, expected {want}")));
         }
         Ok(())
+    }
+}
+
+impl ChunkRecord<'_> {
+    /// Checks the record against its index entry (when the image has one, i.e. when it is read
+    /// at random): same block span, same XXH3-128 of the record's bytes.
+    ///
+    /// # Errors
+    /// [`FormatError::BadChunk`] naming the chunk.
+    pub fn check_entry(
+        &self,
+        checked: &CheckedChunk,
+        entry: &IndexEntry,
+    ) -> Result<(), FormatError> {
+        let span = (checked.first_block, checked.end_block);
+        let reason = if (entry.first_block, entry.end_block) != span {
+            "block span differs from its index entry"
+        } else if chunk_hash(self.bytes) != entry.hash {
+            "hash differs from its index entry"
+        } else {
+            return Ok(());
+        };
+        Err(FormatError::BadChunk {
+            chunk: self.id(Some(span)),
+            reason: reason.into(),
+        })
+    }
+
+    /// Every check a chunk must pass before it is used: CRC, extents, its index entry (when
+    /// there is one), then decompression into `out` with zstd's content checksum.
+    ///
+    /// # Errors
+    /// The first check that fails, naming the chunk.
+    pub fn check(
+        &self,
+        hdr: &Header,
+        entry: Option<&IndexEntry>,
+        dctx: &mut zstd::bulk::Decompressor<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<CheckedChunk, FormatError> {
+        self.check_crc()?;
+        let c = self.check_extents(hdr)?;
+        if let Some(e) = entry {
+            self.check_entry(&c, e)?;
+        }
+        self.decompress(dctx, out, (c.first_block, c.end_block))?;
+        Ok(c)
     }
 }
 

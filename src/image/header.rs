@@ -3,7 +3,7 @@
 use byteorder::{ByteOrder, LittleEndian};
 
 use super::{FormatError, MAX_BLOCK_SIZE, MAX_CHUNK_RAW, MIN_BLOCK_SIZE, le_u16, le_u32, le_u64};
-use crate::fs::{FsType, Uuid};
+use crate::fs::{FsType, Identity, Uuid};
 
 /// Size of the header.
 pub const HEADER_LEN: usize = 512;
@@ -55,67 +55,6 @@ impl Version {
     }
 }
 
-/// What the source was.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceType {
-    /// ext2.
-    Ext2,
-    /// ext3.
-    Ext3,
-    /// ext4.
-    Ext4,
-    /// Anything else, imaged block by block.
-    Raw,
-}
-
-impl SourceType {
-    fn decode(v: u8) -> Result<Self, FormatError> {
-        Ok(match v {
-            1 => Self::Ext2,
-            2 => Self::Ext3,
-            3 => Self::Ext4,
-            4 => Self::Raw,
-            _ => return Err(FormatError::BadHeader("unknown source type")),
-        })
-    }
-
-    fn encode(self) -> u8 {
-        match self {
-            Self::Ext2 => 1,
-            Self::Ext3 => 2,
-            Self::Ext4 => 3,
-            Self::Raw => 4,
-        }
-    }
-
-    /// Name as blkid prints it ("raw" for the rest).
-    pub fn name(self) -> &'static str {
-        self.fs_type().name()
-    }
-
-    /// The corresponding filesystem type.
-    pub fn fs_type(self) -> FsType {
-        match self {
-            Self::Ext2 => FsType::Ext2,
-            Self::Ext3 => FsType::Ext3,
-            Self::Ext4 => FsType::Ext4,
-            Self::Raw => FsType::Raw,
-        }
-    }
-}
-
-impl From<FsType> for SourceType {
-    fn from(t: FsType) -> Self {
-        match t {
-            FsType::Ext2 => Self::Ext2,
-            FsType::Ext3 => Self::Ext3,
-            FsType::Ext4 => Self::Ext4,
-            FsType::Raw => Self::Raw,
-        }
-    }
-}
-
 /// How chunk payloads are compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -141,7 +80,7 @@ pub struct Header {
     #[serde(skip)]
     pub version: Version,
     /// Source type.
-    pub source_type: SourceType,
+    pub source_type: FsType,
     /// Compression.
     pub compression: Compression,
     /// Meaning of blocks not stored.
@@ -243,7 +182,8 @@ impl Header {
         }
         Ok(Self {
             version,
-            source_type: SourceType::decode(raw[SOURCE_TYPE])?,
+            source_type: FsType::from_code(raw[SOURCE_TYPE])
+                .ok_or(FormatError::BadHeader("unknown source type"))?,
             compression,
             unstored,
             block_size,
@@ -266,7 +206,10 @@ impl Header {
         raw[..8].copy_from_slice(&MAGIC);
         LittleEndian::write_u16(&mut raw[VERSION..], self.version.encode());
         LittleEndian::write_u16(&mut raw[HEADER_SIZE..], HEADER_LEN as u16);
-        raw[SOURCE_TYPE] = self.source_type.encode();
+        raw[SOURCE_TYPE] = self
+            .source_type
+            .code()
+            .expect("images are made of sources with a type code");
         raw[COMPRESSION] = match self.compression {
             Compression::Zstd => 1,
         };
@@ -290,6 +233,17 @@ impl Header {
         raw
     }
 
+    /// Who the source was, as its filesystem would identify itself.
+    pub fn identity(&self) -> Identity {
+        Identity {
+            kind: self.source_type,
+            uuid: (self.uuid != Uuid::default()).then(|| self.uuid.to_string()),
+            label: (!self.label.is_empty()).then(|| self.label.clone()),
+            page_size: None,
+            block_size: (self.source_type != FsType::Raw).then_some(self.block_size),
+        }
+    }
+
     /// Whether the first bytes of a file look like an image (magic only).
     pub fn sniff(first: &[u8]) -> bool {
         first.len() >= 8 && first[..8] == MAGIC
@@ -303,7 +257,7 @@ mod tests {
     pub(crate) fn sample() -> Header {
         Header {
             version: Version::V1,
-            source_type: SourceType::Ext4,
+            source_type: FsType::Ext4,
             compression: Compression::Zstd,
             unstored: Unstored::Free,
             block_size: 4096,

@@ -7,9 +7,9 @@
 
 pub mod chunk;
 pub mod digest;
-pub mod file;
 pub mod header;
 pub mod index;
+pub mod layout;
 pub mod stream;
 pub mod writer;
 
@@ -17,8 +17,9 @@ use byteorder::{ByteOrder, LittleEndian};
 use thiserror::Error;
 
 pub use chunk::{ChunkHeader, ChunkRecord};
-pub use header::{Compression, Header, SourceType, Unstored, Version};
+pub use header::{Compression, Header, Unstored, Version};
 pub use index::{IndexEntry, Trailer};
+pub use layout::{Ends, ImageFile, Layout};
 
 /// Largest uncompressed chunk.
 pub const MAX_CHUNK_RAW: u32 = 64 << 20;
@@ -134,6 +135,16 @@ pub enum FormatError {
     /// The trailer is corrupt.
     #[error("trailer: {0}")]
     BadTrailer(&'static str),
+    /// The trailer's counts disagree with the chunks.
+    #[error("trailer: says {trailer} {what}, the chunks hold {chunks}")]
+    TrailerMismatch {
+        /// What is counted.
+        what: &'static str,
+        /// The trailer's count.
+        trailer: u64,
+        /// The chunks' count.
+        chunks: u64,
+    },
     /// The whole-image digest does not match.
     #[error("whole-image digest mismatch (stored {stored:032x}, computed {computed:032x})")]
     Digest {

@@ -3,14 +3,16 @@
 
 use std::io::{self, Read};
 
-use super::chunk::{CHUNK_HEADER_LEN, CHUNK_MAGIC, ChunkHeader, EXTENT_LEN, ZERO_EXTENT};
+use super::chunk::{
+    CHUNK_HEADER_LEN, CHUNK_MAGIC, ChunkHeader, ChunkSpan, EXTENT_LEN, ZERO_EXTENT,
+};
 use super::digest::{Digest, chunk_hash};
-use super::file::check_stored_blocks;
 use super::header::{HEADER_LEN, Header};
 use super::index::{
     INDEX_HEAD_LEN, INDEX_MAGIC, IndexEntry, TRAILER_LEN, Trailer, decode_index, decode_index_head,
     index_len,
 };
+use super::layout::check_stored_blocks;
 use super::{FormatError, MAX_CHUNK_RAW};
 
 /// Why reading a stream failed.
@@ -46,9 +48,17 @@ impl StreamEnd {
     ///
     /// # Errors
     /// The first chunk out of order, or the first index entry that differs.
-    pub fn check_spans(&self, spans: &[(u64, u64)]) -> Result<(), FormatError> {
+    pub fn check_spans(&self, spans: &[ChunkSpan]) -> Result<(), FormatError> {
+        if spans.len() != self.index.len() {
+            return Err(FormatError::BadIndex(format!(
+                "{} chunks passed their checks, the index lists {}",
+                spans.len(),
+                self.index.len()
+            )));
+        }
         let mut prev_end = 0;
-        for (i, (e, &(first, end))) in self.index.iter().zip(spans).enumerate() {
+        for (i, (e, s)) in self.index.iter().zip(spans).enumerate() {
+            let (first, end) = (s.first_block, s.end_block);
             if (e.first_block, e.end_block) != (first, end) {
                 return Err(FormatError::BadIndex(format!(
                     "entry {i}: block span differs from its chunk"

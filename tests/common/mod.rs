@@ -583,13 +583,12 @@ pub fn assert_blocks_equal(a: &Path, b: &Path, extents: &[rimage::fs::Extent], b
 /// The used extents of an ext filesystem image, from rimage's own scanner.
 pub fn used_extents(img: &Path) -> (Vec<rimage::fs::Extent>, u32) {
     let dev = rimage::source::Device::open(img).unwrap();
-    match rimage::fs::probe(&dev, rimage::fs::ext::ScanOptions::default()).unwrap() {
-        rimage::fs::Scan::Ext(fs) => (
-            fs.used_extents(&dev).collect::<Result<_, _>>().unwrap(),
-            fs.block_size(),
-        ),
-        rimage::fs::Scan::Raw(_) => panic!("{} is not ext", img.display()),
-    }
+    let fs = rimage::fs::ext::ExtFs::open(&dev, rimage::fs::ScanOptions::default())
+        .unwrap_or_else(|e| panic!("{} is not ext: {e}", img.display()));
+    (
+        fs.used_extents(&dev).collect::<Result<_, _>>().unwrap(),
+        fs.block_size(),
+    )
 }
 
 /// An error and all its sources, as the CLI prints them ("a: b: c").

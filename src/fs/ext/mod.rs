@@ -15,7 +15,10 @@ use std::io;
 
 use thiserror::Error;
 
-use super::{Extent, FsInfo, FsState};
+use super::{
+    Extent, ExtentIter, Family, FsInfo, FsState, Identity, ScanError, ScanOptions, UsedBlocks,
+    Uuid, label_text,
+};
 use crate::source::ReadAt;
 use group_desc::GroupDesc;
 use layout::Layout;
@@ -114,22 +117,6 @@ pub enum ExtError {
     },
 }
 
-/// How strict the scan is.
-#[derive(Clone, Copy, Debug)]
-pub struct ScanOptions {
-    /// Refuse descriptors and bitmaps whose checksums do not match. Without it, such groups are
-    /// handled as e2fsprogs does: their on-disk bitmap is read and their metadata added.
-    pub verify_checksums: bool,
-}
-
-impl Default for ScanOptions {
-    fn default() -> Self {
-        Self {
-            verify_checksums: true,
-        }
-    }
-}
-
 /// An opened ext2/3/4 filesystem: superblock, layout and all group descriptors.
 #[derive(Clone, Debug)]
 pub struct ExtFs {
@@ -143,6 +130,68 @@ pub struct ExtFs {
     /// [`ExtFs::unused_inode_tables`]).
     unused_itable: Vec<Extent>,
     opts: ScanOptions,
+}
+
+/// The ext family: identified by its superblock, scanned through its block bitmaps.
+pub const FAMILY: Family = Family {
+    identify,
+    scan: Some(probe),
+};
+
+/// Recognises an ext superblock (validated geometry; checksums and state are not looked at, so
+/// that a damaged filesystem is still recognised by its UUID).
+pub fn identify(dev: &dyn ReadAt) -> Option<Identity> {
+    let mut raw = [0u8; SUPERBLOCK_SIZE];
+    dev.read_exact_at(&mut raw, SUPERBLOCK_OFFSET).ok()?;
+    let sb = Superblock::parse(&raw).ok()?;
+    Some(Identity {
+        kind: sb.flavour(),
+        uuid: Some(Uuid(sb.uuid).to_string()),
+        label: label_text(&sb.label),
+        page_size: None,
+        block_size: Some(sb.block_size()),
+    })
+}
+
+/// Opens `dev` as an ext filesystem; `Ok(None)` when it is none.
+///
+/// # Errors
+/// An ext filesystem that cannot be trusted or read.
+pub fn probe(
+    dev: &dyn ReadAt,
+    opts: ScanOptions,
+) -> Result<Option<Box<dyn UsedBlocks>>, ScanError> {
+    match ExtFs::open(dev, opts) {
+        Ok(fs) => Ok(Some(Box::new(fs))),
+        Err(ExtError::NotExt | ExtError::TooSmall { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl UsedBlocks for ExtFs {
+    fn block_size(&self) -> u32 {
+        self.layout.block_size
+    }
+
+    fn info(&self, dev: &dyn ReadAt) -> Result<FsInfo, ScanError> {
+        let mut used = 0;
+        for e in self.used_extents(dev) {
+            used += e?.len;
+        }
+        Ok(self.info(used))
+    }
+
+    fn extents<'a>(&'a self, dev: &'a dyn ReadAt) -> ExtentIter<'a> {
+        Box::new(self.used_extents(dev).map(|r| r.map_err(ScanError::from)))
+    }
+
+    fn zero_extents(&self) -> &[Extent] {
+        &self.unused_itable
+    }
+
+    fn recorded_used_blocks(&self) -> Option<u64> {
+        Some(self.superblock_used_blocks())
+    }
 }
 
 fn read_at(dev: &(impl ReadAt + ?Sized), buf: &mut [u8], offset: u64) -> Result<(), ExtError> {
@@ -233,8 +282,8 @@ impl ExtFs {
     pub fn info(&self, used_blocks: u64) -> FsInfo {
         FsInfo {
             fs_type: self.sb.flavour(),
-            label: String::from_utf8_lossy(&self.sb.label).into_owned(),
-            uuid: Some(super::Uuid(self.sb.uuid)),
+            label: label_text(&self.sb.label).unwrap_or_default(),
+            uuid: Some(Uuid(self.sb.uuid)),
             block_size: self.layout.block_size,
             total_blocks: self.sb.blocks_count,
             used_blocks,

@@ -1,0 +1,286 @@
+//! The command line: subcommands and the option groups they share (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use rimage::{ExpectUuid, FreeSpace};
+
+/// rimage saves a partition by copying only the blocks its filesystem uses, into a chunked,
+/// checksummed, zstd-compressed image, and restores it in parallel.
+#[derive(Debug, Parser)]
+#[command(name = "rimage", version, about, long_about = None, propagate_version = true)]
+#[command(
+    after_help = "Exit status: 0 success, 1 failure, 2 usage error, 3 image failed verification."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How results and progress are shown.
+#[derive(Debug, Args)]
+pub struct Output {
+    /// Print a JSON summary instead of text (to stderr when the image itself goes to stdout).
+    #[arg(long)]
+    pub json: bool,
+    /// No progress, no summary and no notes; errors are still printed.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Progress on stderr: a bar when stderr is a terminal (auto), always a bar, JSON lines
+    /// for supervising scripts (one object every half second), or none.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+}
+
+/// How progress is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// A bar when stderr is a terminal, nothing otherwise.
+    Auto,
+    /// A bar.
+    Bar,
+    /// JSON lines on stderr.
+    Json,
+    /// Nothing.
+    None,
+}
+
+/// Worker threads.
+#[derive(Debug, Args)]
+pub struct Threads {
+    /// Worker threads (default: one per CPU).
+    #[arg(short = 'j', long = "threads", default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// How images are written.
+#[derive(Debug, Args)]
+pub struct Compression {
+    /// zstd level: 1 is fastest, 3 the default, up to 22 for the smallest images.
+    #[arg(short, long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=22))]
+    pub level: i32,
+    #[command(flatten)]
+    pub threads: Threads,
+}
+
+/// What restore does with the blocks the image does not store.
+#[derive(Debug, Args)]
+pub struct FreeSpaceArgs {
+    /// Make the filesystem's free blocks read as zeros (no stale data left in free space).
+    #[arg(long, conflicts_with = "discard")]
+    pub zero_free: bool,
+    /// Discard (TRIM) the filesystem's free blocks; where the device cannot, zero them.
+    #[arg(long)]
+    pub discard: bool,
+}
+
+impl FreeSpaceArgs {
+    /// The treatment asked for.
+    pub fn free_space(&self) -> FreeSpace {
+        if self.zero_free {
+            FreeSpace::Zero
+        } else if self.discard {
+            FreeSpace::Discard
+        } else {
+            FreeSpace::Leave
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Save a partition or filesystem image file into a rimage image.
+    ///
+    /// ext2/3/4 filesystems are read through their block bitmaps and only used blocks are
+    /// stored; anything else is imaged raw, every block except all-zero ones. The image is
+    /// written under a temporary name in the destination directory, fsynced and renamed, so a
+    /// failed or interrupted save never leaves a file under IMAGE.
+    Save {
+        /// Block device or filesystem image file to save, e.g. /dev/sda2.
+        source: PathBuf,
+        /// Image file to write, e.g. /cluster/images/root.rimg; "-" writes to stdout.
+        image: PathBuf,
+        #[command(flatten)]
+        compression: Compression,
+        /// Uncompressed size of each chunk (64K to 64M): larger compresses slightly better,
+        /// smaller gives finer random access.
+        #[arg(long, default_value = "4M", value_parser = parse_chunk_size)]
+        chunk_size: u32,
+        /// Save a filesystem that is not clean (mounted, errors, journal needing recovery) as it
+        /// is, and tolerate metadata checksum errors. The image may be inconsistent.
+        #[arg(long)]
+        force: bool,
+        /// Image every non-zero block even if the source is ext2/3/4.
+        #[arg(long)]
+        raw: bool,
+        /// Replace IMAGE if it exists.
+        #[arg(long)]
+        overwrite: bool,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Restore an image onto a block device or file.
+    ///
+    /// The image header is checked and the target's size compared before anything is written.
+    /// Each chunk is verified (CRC, extents, zstd checksum, index hash) before its blocks are
+    /// written; a chunk that fails is never written and the command exits non-zero. A block
+    /// device is opened exclusively: a mounted target is refused.
+    Restore {
+        /// Image file, or "-" to read the image from stdin.
+        image: PathBuf,
+        /// Block device or file to write, e.g. /dev/sda2. A missing file is created (sparse).
+        target: PathBuf,
+        #[command(flatten)]
+        threads: Threads,
+        #[command(flatten)]
+        free: FreeSpaceArgs,
+        /// Refuse, before writing anything, unless TARGET currently holds a filesystem with
+        /// this UUID ("image": the image's own UUID). For scripted and multicast restores.
+        #[arg(long, value_name = "UUID|image", value_parser = parse_expect_uuid)]
+        expect_uuid: Option<ExpectUuid>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Check an image completely: header, every chunk (CRC, decompression, extents), index
+    /// and whole-image digest. Exit status 0 only when everything holds, 3 when it does not.
+    Verify {
+        /// Image file, or "-" to read it from stdin.
+        image: PathBuf,
+        #[command(flatten)]
+        threads: Threads,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Describe an image (header, chunks, sizes, ratio), or what a save of a device or
+    /// filesystem image file would copy (type, label, UUID, block size, used blocks).
+    ///
+    /// For a device, every block bitmap of an ext2/3/4 filesystem is read to count exactly the
+    /// blocks a save copies. Anything that is not ext2/3/4 is reported as "raw".
+    Info {
+        /// Image file, block device, or filesystem image file.
+        path: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a directory (or describe a file) inside an image, without restoring it.
+    ///
+    /// Only the chunks holding the filesystem metadata and the directory are read. Shows mode,
+    /// owner, size, modification time and name, like `ls -l`.
+    Ls {
+        /// Image file.
+        image: PathBuf,
+        /// Absolute path inside the filesystem.
+        #[arg(default_value = "/")]
+        path: String,
+        /// Print a JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a file from inside an image to stdout, without restoring the image.
+    Cat {
+        /// Image file.
+        image: PathBuf,
+        /// Absolute path of a file inside the filesystem, e.g. /etc/fstab.
+        path: String,
+    },
+    /// Copy a file or directory tree out of an image, keeping modes, times and (as root)
+    /// owners. Existing files are never overwritten.
+    Extract {
+        /// Image file.
+        image: PathBuf,
+        /// Absolute path inside the filesystem, e.g. /etc.
+        path: String,
+        /// Where to put it (must not exist).
+        dest: PathBuf,
+    },
+    /// Save a whole disk: its partition table, an image of every partition, and a manifest.
+    ///
+    /// ext2/3/4 partitions are imaged through their bitmaps, other filesystems raw. Swap is only
+    /// described (UUID, label), never imaged. The directory gets manifest.toml (human-readable),
+    /// boot-area.bin (the bytes before the first partition: boot code and boot loader area) and
+    /// partN.rimg per imaged partition.
+    SaveDisk {
+        /// The disk, e.g. /dev/sda (or a disk image file).
+        disk: PathBuf,
+        /// Directory for the manifest and images, e.g. /cluster/images/node-golden.
+        dir: PathBuf,
+        /// Record partition N as "re-create empty with the same UUID and label" instead of
+        /// imaging it (for a data partition a distributed filesystem refills). Repeatable.
+        #[arg(long, value_name = "N")]
+        reformat: Vec<u32>,
+        /// Image only these partitions (the others are recorded but skipped). Repeatable.
+        #[arg(long, value_name = "N")]
+        only: Vec<u32>,
+        /// Skip these partitions (recorded in the table, not restored). Repeatable.
+        #[arg(long, value_name = "N")]
+        skip: Vec<u32>,
+        #[command(flatten)]
+        compression: Compression,
+        /// Save partitions that are mounted read-write or not clean anyway.
+        #[arg(long)]
+        force: bool,
+        /// Replace a disk already saved in DIR.
+        #[arg(long)]
+        overwrite: bool,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Restore a disk saved by save-disk onto a disk: partition table (kept if identical),
+    /// every imaged partition, swap with its old UUID and label, empty filesystems re-created
+    /// with their old UUIDs; then check every partition's identity.
+    ///
+    /// The disk must be a block device and nothing on it mounted. Everything that can be
+    /// checked (manifest, images, sizes, mke2fs present) is checked before anything is written.
+    /// The kernel is asked to re-read the table (BLKRRPART); where it cannot, partitions are
+    /// added one by one (BLKPG).
+    RestoreDisk {
+        /// Directory written by save-disk.
+        dir: PathBuf,
+        /// The disk to write, e.g. /dev/sda.
+        disk: PathBuf,
+        /// Run this shell command with the restored root filesystem mounted (and the restored
+        /// partitions its /etc/fstab mounts under it, like /boot), then unmount. The command
+        /// sees RIMAGE_ROOT (the mount point), RIMAGE_DISK, RIMAGE_ROOT_DEVICE and
+        /// RIMAGE_PART_<N>. Example: 'arch-chroot "$RIMAGE_ROOT" mkinitcpio -p linux'.
+        #[arg(long, value_name = "CMD")]
+        post_restore: Option<String>,
+        /// The root partition for --post-restore (default: the one with /etc/fstab).
+        #[arg(long, value_name = "N")]
+        root: Option<u32>,
+        #[command(flatten)]
+        threads: Threads,
+        /// Make free blocks of restored filesystems read as zeros.
+        #[arg(long)]
+        zero_free: bool,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Print a shell completion script, e.g. `rimage completions bash > /etc/bash_completion.d/rimage`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `rimage man | man -l -`.
+    Man,
+}
+
+fn parse_expect_uuid(s: &str) -> Result<ExpectUuid, String> {
+    if s == "image" {
+        Ok(ExpectUuid::Image)
+    } else {
+        s.parse().map(ExpectUuid::Uuid)
+    }
+}
+
+fn parse_chunk_size(s: &str) -> Result<u32, String> {
+    let n = parse_size::Config::new()
+        .with_binary()
+        .parse_size(s)
+        .map_err(|e| e.to_string())?;
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (64 << 10..=64 << 20).contains(n))
+        .ok_or_else(|| format!("{s} is not between 64K and 64M"))
+}

@@ -1,0 +1,315 @@
+//! restore-disk: everything checked first (manifest, images, sizes, tools, mounts); then the
+//! table (kept when identical), the partitions, swap headers, re-created filesystems, a check
+//! of every identity, and the post-restore command.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::manifest::{Action, MANIFEST, Manifest};
+use super::table::{self, SECTOR, Table, TableKind};
+use super::{DiskReport, PartitionReport, check_disk_mounts, io, kernel, post_restore, table_name};
+use crate::Error;
+use crate::fs::{Uuid, identify, swap};
+use crate::guard::Access;
+use crate::progress::Progress;
+use crate::restore::RestoreOptions;
+use crate::source::Device;
+use crate::transport::ImageSource;
+
+/// How to restore a disk.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreDiskOptions {
+    /// How each partition image is restored.
+    pub restore: RestoreOptions,
+    /// A shell command run with the restored root mounted (RIMAGE_ROOT), then unmounted.
+    pub post_restore: Option<String>,
+    /// The root partition for `post_restore`; default: the imaged partition whose filesystem
+    /// has /etc/fstab.
+    pub root: Option<u32>,
+}
+
+/// Whether `tool` is on PATH (or in /sbin, /usr/sbin).
+fn have_tool(tool: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/sbin"), PathBuf::from("/usr/sbin")])
+        .any(|d| d.join(tool).is_file())
+}
+
+/// Two tables describe the same partitions (a GPT's last usable sector follows the disk size).
+fn same_table(a: &Table, b: &Table, same_size: bool) -> bool {
+    let norm = |t: &Table| {
+        let mut t = t.clone();
+        if let TableKind::Gpt {
+            last_usable_lba, ..
+        } = &mut t.kind
+            && !same_size
+        {
+            *last_usable_lba = 0;
+        }
+        t
+    };
+    norm(a) == norm(b)
+}
+
+/// Restores the disk saved in `dir` onto `disk` (a block device).
+///
+/// # Errors
+/// Before anything is written: a bad manifest, a missing image or tool (mke2fs for reformat
+/// partitions), a disk that is not a block device, is mounted, in use or too small. After:
+/// the failing step, naming the partition.
+pub fn restore_disk(
+    dir: &Path,
+    disk: &Path,
+    opts: &RestoreDiskOptions,
+    progress: &dyn Progress,
+) -> Result<DiskReport, Error> {
+    let manifest_path = dir.join(MANIFEST);
+    let m = Manifest::read(&manifest_path).map_err(|source| Error::Manifest {
+        path: manifest_path.clone(),
+        source,
+    })?;
+    // Everything that can be checked is checked before the disk is touched.
+    let reformats = m
+        .partitions
+        .iter()
+        .filter(|p| p.action == Action::Reformat)
+        .count();
+    if reformats > 0 && !have_tool("mke2fs") {
+        return Err(Error::refused(
+            dir,
+            "partitions are to be re-created as empty ext filesystems, but mke2fs (e2fsprogs) is not installed. Nothing was written",
+        ));
+    }
+    let entry = |n: u32| m.entry(n).expect("checked by Manifest::read");
+    for p in m.partitions.iter().filter(|p| p.action == Action::Image) {
+        let img = dir.join(p.image.as_deref().unwrap_or_default());
+        let info = crate::inspect_image(&ImageSource::File(img.clone()))?;
+        if info.header.source_size > entry(p.number).size_bytes() {
+            return Err(Error::refused(
+                &img,
+                format!(
+                    "holds {} bytes, more than partition {} ({} bytes)",
+                    info.header.source_size,
+                    p.number,
+                    entry(p.number).size_bytes()
+                ),
+            ));
+        }
+    }
+    let root = match &opts.post_restore {
+        Some(_) => Some(post_restore::choose_root(&m, dir, opts.root)?),
+        None => None,
+    };
+    let boot = match &m.boot_area {
+        Some(name) => Some(std::fs::read(dir.join(name)).map_err(io(&dir.join(name), "read"))?),
+        None => None,
+    };
+    let is_block = std::fs::metadata(disk)
+        .is_ok_and(|md| std::os::unix::fs::FileTypeExt::is_block_device(&md.file_type()));
+    if !is_block {
+        return Err(Error::refused(
+            disk,
+            "restore-disk writes a block device (attach a disk image file with `losetup -f --show FILE`)",
+        ));
+    }
+    check_disk_mounts(disk, Access::Write, progress)?;
+
+    // The table: written through the whole disk, opened exclusively.
+    let table_action = {
+        let mut file = crate::target::open_exclusive(disk)?;
+        let size = crate::sys::block_device_size(&file).map_err(io(disk, "BLKGETSIZE64"))?;
+        let last = m
+            .table
+            .partitions
+            .iter()
+            .map(|e| e.start_lba + e.sectors)
+            .max()
+            .unwrap_or(0);
+        let need = match m.table.kind {
+            // The backup GPT (entries and header) follows the last usable sector.
+            TableKind::Gpt {
+                entries,
+                entry_size,
+                ..
+            } => (last + u64::from(entries * entry_size).div_ceil(SECTOR) + 1) * SECTOR,
+            TableKind::Dos { .. } => last * SECTOR,
+        };
+        if size < need {
+            return Err(Error::refused(
+                disk,
+                format!(
+                    "holds {size} bytes, but the saved table needs {need}; nothing was written"
+                ),
+            ));
+        }
+        let current = table::read_table(&mut file, size).ok().flatten();
+        let action = if current
+            .as_ref()
+            .is_some_and(|t| same_table(t, &m.table, size == m.disk_bytes))
+        {
+            "kept the identical partition table already on the disk"
+        } else {
+            let mut code = [0u8; 440];
+            if let Some(b) = &boot {
+                let n = b.len().min(440);
+                code[..n].copy_from_slice(&b[..n]);
+            }
+            table::write_table(&mut file, &m.table, size, &code)
+                .map_err(|e| Error::table(disk, e))?;
+            "wrote the partition table"
+        };
+        // The boot loader's area between the table and the first partition (MBR disks).
+        if let (Some(b), TableKind::Dos { .. }) = (&boot, &m.table.kind)
+            && b.len() as u64 > SECTOR
+        {
+            file.write_all_at(&b[SECTOR as usize..], SECTOR)
+                .map_err(io(disk, "write the boot area of"))?;
+        }
+        file.sync_all().map_err(io(disk, "fsync"))?;
+        let wanted: Vec<(u32, u64, u64)> = m
+            .table
+            .partitions
+            .iter()
+            .map(|e| {
+                (
+                    e.number,
+                    e.start_bytes(),
+                    if e.is_extended() {
+                        SECTOR * 2
+                    } else {
+                        e.size_bytes()
+                    },
+                )
+            })
+            .collect();
+        let how = kernel::publish(&file, disk, &wanted).map_err(|e| {
+            Error::failed(
+                disk,
+                format!(
+                    "the partition table was written, but the kernel does not show the new partitions: {e}"
+                ),
+            )
+        })?;
+        progress.note(&format!("{}: {action}; {how}", disk.display()));
+        format!("{action}; {how}")
+    };
+
+    let mut reports = Vec::new();
+    let mut nodes = BTreeMap::new();
+    for p in &m.partitions {
+        let e = entry(p.number);
+        let node = kernel::wait_for_node(disk, p.number, Duration::from_secs(10))
+            .map_err(io(disk, "find the partition device of"))?;
+        nodes.insert(p.number, node.clone());
+        match p.action {
+            Action::Image => {
+                let img = dir.join(p.image.as_deref().unwrap_or_default());
+                progress.note(&format!(
+                    "partition {}: restoring {} onto {}",
+                    p.number,
+                    img.display(),
+                    node.display()
+                ));
+                crate::restore(&ImageSource::File(img), &node, &opts.restore, progress)?;
+            }
+            Action::Swap => {
+                let uuid = p
+                    .filesystem
+                    .uuid
+                    .as_deref()
+                    .map(str::parse::<Uuid>)
+                    .transpose()
+                    .map_err(|e| Error::failed(&node, format!("swap UUID in the manifest: {e}")))?
+                    .unwrap_or_default();
+                let header = swap::swap_header(
+                    e.size_bytes(),
+                    p.filesystem.page_size.unwrap_or(4096),
+                    uuid,
+                    p.filesystem.label.as_deref(),
+                )
+                .map_err(|why| Error::failed(&node, why))?;
+                let tgt = crate::target::Target::open(&node, header.len() as u64)?;
+                tgt.write_at(&header, 0)?;
+                tgt.sync()?;
+            }
+            Action::Reformat => {
+                let fs = &p.filesystem;
+                let mut cmd = Command::new("mke2fs");
+                cmd.args(["-q", "-F", "-t", fs.kind.name()]);
+                if let Some(u) = &fs.uuid {
+                    cmd.args(["-U", u]);
+                }
+                if let Some(l) = &fs.label {
+                    cmd.args(["-L", l]);
+                }
+                if let Some(bs) = fs.block_size {
+                    cmd.args(["-b", &bs.to_string()]);
+                }
+                let out = cmd
+                    .arg(&node)
+                    .output()
+                    .map_err(io(Path::new("mke2fs"), "run"))?;
+                if !out.status.success() {
+                    return Err(Error::failed(
+                        &node,
+                        format!(
+                            "mke2fs failed: {}",
+                            String::from_utf8_lossy(&out.stderr).trim()
+                        ),
+                    ));
+                }
+            }
+            Action::Skip => {}
+        }
+        reports.push(PartitionReport {
+            number: p.number,
+            action: p.action,
+            filesystem: p.filesystem.clone(),
+            image: p.image.clone(),
+            device: Some(node),
+        });
+    }
+
+    // The result, as blkid would see it.
+    let mut wrong = Vec::new();
+    for p in m.partitions.iter().filter(|p| p.action != Action::Skip) {
+        let node = &nodes[&p.number];
+        let found = identify(&Device::open(node)?);
+        let want = &p.filesystem;
+        if !found.same_filesystem(want) {
+            wrong.push(format!(
+                "partition {} ({}): holds {found}, expected {want}",
+                p.number,
+                node.display(),
+            ));
+        }
+    }
+    if !wrong.is_empty() {
+        return Err(Error::failed(
+            disk,
+            format!(
+                "the restored disk is not what was saved: {}",
+                wrong.join("; ")
+            ),
+        ));
+    }
+
+    let post_restore = match (&opts.post_restore, root) {
+        (Some(cmd), Some(root)) => Some(post_restore::run(
+            &m, dir, disk, &nodes, root, cmd, progress,
+        )?),
+        _ => None,
+    };
+    Ok(DiskReport {
+        manifest: manifest_path,
+        disk: disk.to_path_buf(),
+        table: table_name(&m.table),
+        table_action: Some(table_action),
+        partitions: reports,
+        post_restore,
+    })
+}
