@@ -423,16 +423,6 @@ impl Chunk<'_> {
             f(&checked, out)
         })
     }
-
-    /// Bytes of the record.
-    pub fn len(&self) -> u64 {
-        self.bytes.len() as u64
-    }
-
-    /// Whether the record is empty (never, for a record that passed its checks).
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
 }
 
 impl Drop for Chunk<'_> {

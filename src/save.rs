@@ -29,7 +29,7 @@ use crate::image::{
 };
 use crate::pool::{resolve_threads, worker_pool};
 use crate::progress::Progress;
-use crate::source::{Device, stdio_file};
+use crate::source::{Device, ReadAt, stdio_file};
 
 /// How to save.
 #[derive(Clone, Debug)]
@@ -388,7 +388,9 @@ impl Iterator for Pieces<'_> {
 
 /// Reads used extents into chunks of about the target size, in block order.
 struct Chunker<'a> {
-    dev: &'a Device,
+    src: &'a dyn ReadAt,
+    /// The source's name in messages.
+    name: &'a Path,
     pieces: Pieces<'a>,
     pending: Option<ChunkExtent>,
     bs: u64,
@@ -397,6 +399,8 @@ struct Chunker<'a> {
     source_size: u64,
     seq: u64,
     pool: Arc<BufferPool>,
+    /// Most extents per chunk ([`MAX_CHUNK_EXTENTS`]; smaller in tests).
+    max_extents: usize,
 }
 
 impl Chunker<'_> {
@@ -406,11 +410,11 @@ impl Chunker<'_> {
         data.resize(self.target, 0);
         let mut filled = 0usize;
         let mut extents: Vec<ChunkExtent> = Vec::new();
-        while filled < self.target && extents.len() < MAX_CHUNK_EXTENTS as usize {
+        while filled < self.target && extents.len() < self.max_extents {
             let piece = match self.pending.take() {
                 Some(p) => p,
                 None => match self.pieces.next() {
-                    Some(p) => p.map_err(|e| Error::scan(self.dev.path(), e))?,
+                    Some(p) => p.map_err(|e| Error::scan(self.name, e))?,
                     None => break,
                 },
             };
@@ -423,7 +427,7 @@ impl Chunker<'_> {
             let mut n = ext.len.min(((self.target - filled) / bs) as u64);
             if self.zero_skip {
                 // Each kept block can start an extent.
-                n = n.min(u64::from(MAX_CHUNK_EXTENTS) - extents.len() as u64);
+                n = n.min((self.max_extents - extents.len()) as u64);
             }
             if n < ext.len {
                 let rest = Extent {
@@ -498,10 +502,15 @@ impl Chunker<'_> {
             .source_size
             .saturating_sub(offset)
             .min(buf.len() as u64) as usize;
-        if let Err(e) = self.dev.read_at_checked(&mut buf[..avail], offset) {
+        let read = |buf: &mut [u8], at: u64| {
+            self.src
+                .read_exact_at(buf, at)
+                .map_err(|e| IoError::new(self.name, "read", Some(at), e))
+        };
+        if let Err(e) = read(&mut buf[..avail], offset) {
             let bs = self.bs as usize;
             for (i, block) in buf[..avail].chunks_mut(bs).enumerate() {
-                self.dev.read_at_checked(block, offset + (i * bs) as u64)?;
+                read(block, offset + (i * bs) as u64)?;
             }
             // The whole read failed but no single block does: report the whole read.
             return Err(e.into());
@@ -575,7 +584,8 @@ fn pipeline<W: Write + Send>(
     let payloads = Arc::new(BufferPool::default());
     let bs = u64::from(header.block_size);
     let mut chunker = Chunker {
-        dev,
+        src: dev,
+        name: dev.path(),
         pieces: Pieces {
             extents: scan.extents(dev),
             zeros: scan.zero_extents(),
@@ -588,6 +598,7 @@ fn pipeline<W: Write + Send>(
         source_size: header.source_size,
         seq: 0,
         pool: Arc::clone(&raw_buffers),
+        max_extents: MAX_CHUNK_EXTENTS as usize,
     };
     // A few chunks per thread in flight: enough to keep every worker busy while the writer
     // waits for the oldest, bounded whatever the source size.
@@ -641,4 +652,213 @@ fn pipeline<W: Write + Send>(
     writer
         .finish()
         .map_err(|e| Error::Io(IoError::new(dest, "write", Some(at), e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::NoProgress;
+
+    fn ext(start: u64, len: u64) -> Extent {
+        Extent { start, len }
+    }
+
+    fn pieces(extents: Vec<Extent>, zeros: &[Extent]) -> Vec<(u64, u64, bool)> {
+        Pieces {
+            extents: Box::new(extents.into_iter().map(Ok)),
+            zeros,
+            pending: None,
+        }
+        .map(|p| {
+            let p = p.unwrap();
+            (p.extent.start, p.extent.len, p.zero)
+        })
+        .collect()
+    }
+
+    #[test]
+    fn zero_extents_split_the_used_extents_they_fall_in() {
+        let zeros = [ext(10, 10), ext(50, 10), ext(95, 20), ext(200, 5)];
+        assert_eq!(
+            pieces(vec![ext(0, 100), ext(120, 10)], &zeros),
+            vec![
+                (0, 10, false),
+                (10, 10, true),
+                (20, 30, false),
+                (50, 10, true),
+                (60, 35, false),
+                (95, 5, true),
+                (120, 10, false),
+            ]
+        );
+        // A zero extent covering a whole used extent, and one starting before it.
+        assert_eq!(
+            pieces(vec![ext(10, 5), ext(30, 10)], &[ext(5, 15), ext(25, 8)]),
+            vec![(10, 5, true), (30, 3, true), (33, 7, false)]
+        );
+        assert_eq!(pieces(vec![ext(0, 8)], &[]), vec![(0, 8, false)]);
+    }
+
+    /// Chunks of `src` (blocks of `bs` bytes) as (extents, data).
+    #[allow(clippy::ptr_arg)] // a Vec is a sized ReadAt
+    fn chunks(
+        src: &Vec<u8>,
+        bs: u64,
+        extents: Vec<Extent>,
+        zeros: &[Extent],
+        target: usize,
+        zero_skip: bool,
+        max_extents: usize,
+    ) -> Vec<(Vec<ChunkExtent>, Vec<u8>)> {
+        let mut c = Chunker {
+            src,
+            name: Path::new("test"),
+            pieces: Pieces {
+                extents: Box::new(extents.into_iter().map(Ok)),
+                zeros,
+                pending: None,
+            },
+            pending: None,
+            bs,
+            target,
+            zero_skip,
+            source_size: src.len() as u64,
+            seq: 0,
+            pool: Arc::default(),
+            max_extents,
+        };
+        let mut out = Vec::new();
+        while let Some(raw) = c.next_chunk(&NoProgress).unwrap() {
+            assert_eq!(raw.seq, out.len() as u64);
+            out.push((raw.extents, raw.data[..raw.filled].to_vec()));
+        }
+        out
+    }
+
+    /// Every data block of every chunk equals the source block it names.
+    fn check_data(src: &[u8], bs: usize, chunks: &[(Vec<ChunkExtent>, Vec<u8>)]) {
+        for (extents, data) in chunks {
+            let mut at = 0;
+            for e in extents.iter().filter(|e| !e.zero) {
+                let n = e.extent.len as usize * bs;
+                let from = e.extent.start as usize * bs;
+                assert_eq!(&data[at..at + n], &src[from..from + n]);
+                at += n;
+            }
+            assert_eq!(at, data.len(), "data holds exactly the data extents");
+        }
+    }
+
+    #[test]
+    fn chunks_fill_to_the_target_and_keep_zero_extents_unread() {
+        let bs = 512u64;
+        let src: Vec<u8> = (0..64 * 512).map(|i| (i / 512 + 1) as u8).collect();
+        let got = chunks(
+            &src,
+            bs,
+            vec![ext(0, 40), ext(50, 10)],
+            &[ext(4, 4)],
+            8 * 512,
+            false,
+            MAX_CHUNK_EXTENTS as usize,
+        );
+        check_data(&src, 512, &got);
+        let data_blocks: Vec<u64> = got
+            .iter()
+            .map(|(e, _)| e.iter().filter(|e| !e.zero).map(|e| e.extent.len).sum())
+            .collect();
+        // 36 + 10 data blocks in chunks of at most 8; the zero extent costs no data.
+        assert_eq!(data_blocks, vec![8, 8, 8, 8, 8, 6]);
+        assert_eq!(
+            got[0].0,
+            vec![
+                ChunkExtent {
+                    extent: ext(0, 4),
+                    zero: false
+                },
+                ChunkExtent {
+                    extent: ext(4, 4),
+                    zero: true
+                },
+                ChunkExtent {
+                    extent: ext(8, 4),
+                    zero: false
+                },
+            ]
+        );
+        // The chunk that crosses the gap holds both extents.
+        assert_eq!(got[4].0.len(), 2);
+    }
+
+    #[test]
+    fn raw_mode_skips_zero_blocks_and_respects_the_extent_limit() {
+        let bs = 512usize;
+        // Every other block is zero: each kept block is an extent of its own.
+        let mut src = vec![0u8; 100 * bs];
+        for b in (0..100).step_by(2) {
+            src[b * bs..(b + 1) * bs].fill(0xA5);
+        }
+        let got = chunks(&src, 512, vec![ext(0, 100)], &[], 1 << 20, true, 7);
+        check_data(&src, bs, &got);
+        assert!(got.iter().all(|(e, _)| e.len() <= 7), "extent limit held");
+        let kept: u64 = got
+            .iter()
+            .flat_map(|(e, _)| e.iter().map(|e| e.extent.len))
+            .sum();
+        assert_eq!(kept, 50, "every non-zero block and no zero block");
+        assert_eq!(got.len(), 50usize.div_ceil(7));
+    }
+
+    #[test]
+    fn a_partial_last_block_reads_as_zeros_past_the_source() {
+        let mut src = vec![7u8; 4096 + 100];
+        src[4096..].fill(9);
+        let got = chunks(&src, 4096, vec![ext(0, 2)], &[], 1 << 20, true, 64);
+        assert_eq!(got.len(), 1);
+        let (_, data) = &got[0];
+        assert_eq!(data.len(), 2 * 4096);
+        assert!(data[4096..4196].iter().all(|&b| b == 9));
+        assert!(data[4196..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn a_read_error_names_the_first_bad_block() {
+        struct Bad;
+        impl ReadAt for Bad {
+            fn size(&self) -> u64 {
+                16 * 512
+            }
+            fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+                let bad = 5 * 512;
+                if offset <= bad && bad < offset + buf.len() as u64 {
+                    return Err(std::io::Error::other("bad sector"));
+                }
+                buf.fill(1);
+                Ok(())
+            }
+        }
+        let mut c = Chunker {
+            src: &Bad,
+            name: Path::new("/dev/bad"),
+            pieces: Pieces {
+                extents: Box::new(std::iter::once(Ok(ext(0, 16)))),
+                zeros: &[],
+                pending: None,
+            },
+            pending: None,
+            bs: 512,
+            target: 1 << 20,
+            zero_skip: false,
+            source_size: 16 * 512,
+            seq: 0,
+            pool: Arc::default(),
+            max_extents: 64,
+        };
+        let err = c.next_chunk(&NoProgress).err().expect("read fails");
+        assert!(
+            err.to_string()
+                .contains("/dev/bad: read at byte offset 2560"),
+            "{err}"
+        );
+    }
 }

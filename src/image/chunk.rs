@@ -523,3 +523,100 @@ pub fn compressor(level: i32) -> std::io::Result<zstd::bulk::Compressor<'static>
     c.include_contentsize(true)?;
     Ok(c)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::header::tests::sample;
+
+    fn ce(start: u64, len: u64, zero: bool) -> ChunkExtent {
+        ChunkExtent {
+            extent: Extent { start, len },
+            zero,
+        }
+    }
+
+    /// A record with these extents and `data_blocks` blocks of data, as bytes.
+    fn record(extents: &[ChunkExtent], data_blocks: usize) -> Vec<u8> {
+        let data = vec![0x5Au8; data_blocks * 4096];
+        let c = encode_chunk(7, extents, &data, &mut compressor(1).unwrap(), Vec::new()).unwrap();
+        [c.head, c.payload, c.crc.to_le_bytes().to_vec()].concat()
+    }
+
+    fn check(extents: &[ChunkExtent], data_blocks: usize) -> Result<CheckedChunk, FormatError> {
+        let bytes = record(extents, data_blocks);
+        ChunkRecord::new(&bytes, 512, 4096)?.check_extents(&sample())
+    }
+
+    fn reason(r: Result<CheckedChunk, FormatError>) -> String {
+        match r {
+            Err(FormatError::BadChunk { reason, .. }) => reason,
+            other => panic!("expected a bad chunk, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn valid_extents_give_span_and_counts() {
+        let c = check(&[ce(10, 2, false), ce(12, 3, true), ce(20, 1, false)], 3).unwrap();
+        assert_eq!((c.first_block, c.end_block), (10, 21));
+        assert_eq!((c.blocks, c.zero_blocks), (3, 3));
+        assert_eq!(c.span(4).seq, 4);
+    }
+
+    #[test]
+    fn broken_extent_lists_are_named() {
+        // The sample header's source has 1000 blocks.
+        let cases: &[(&[ChunkExtent], usize, &str)] = &[
+            (&[ce(5, 0, false)], 0, "empty extent at block 5"),
+            (&[ce(998, 3, false)], 3, "lies outside the 1000 blocks"),
+            (&[ce(10, 5, false), ce(12, 5, false)], 10, "does not follow"),
+            (&[ce(10, 5, false), ce(15, 5, false)], 10, "does not follow"),
+            (&[ce(10, 5, true), ce(15, 5, true)], 0, "does not follow"),
+            (&[ce(10, 5, false)], 4, "raw length is 16384 bytes"),
+        ];
+        for (extents, data, want) in cases {
+            let got = reason(check(extents, *data));
+            assert!(got.contains(want), "{extents:?}: {got}");
+        }
+        // Touching is allowed only between a data and a zero extent.
+        check(&[ce(10, 5, false), ce(15, 5, true)], 5).unwrap();
+    }
+
+    #[test]
+    fn every_check_runs_before_the_data_is_used() {
+        let bytes = record(&[ce(0, 2, false)], 2);
+        let hdr = sample();
+        let mut dctx = zstd::bulk::Decompressor::new().unwrap();
+        let mut out = Vec::new();
+        let rec = ChunkRecord::new(&bytes, 512, 4096).unwrap();
+        let c = rec.check(&hdr, None, &mut dctx, &mut out).unwrap();
+        assert_eq!(out.len(), 2 * 4096);
+        // An index entry that disagrees (span, then hash) is refused.
+        let mut entry = IndexEntry {
+            offset: 512,
+            first_block: 0,
+            end_block: 3,
+            raw_len: 8192,
+            n_extents: 1,
+            hash: chunk_hash(&bytes),
+        };
+        let span = rec.check(&hdr, Some(&entry), &mut dctx, &mut out);
+        assert!(
+            format!("{span:?}").contains("block span differs"),
+            "{span:?}"
+        );
+        entry.end_block = c.end_block;
+        entry.hash ^= 1;
+        let hash = rec.check(&hdr, Some(&entry), &mut dctx, &mut out);
+        assert!(format!("{hash:?}").contains("hash differs"), "{hash:?}");
+        // A flipped payload byte fails the CRC first.
+        let mut bad = bytes.clone();
+        let at = bad.len() - 10;
+        bad[at] ^= 1;
+        let rec = ChunkRecord::new(&bad, 512, 4096).unwrap();
+        assert!(matches!(
+            rec.check(&hdr, None, &mut dctx, &mut out),
+            Err(FormatError::ChunkCrc { .. })
+        ));
+    }
+}

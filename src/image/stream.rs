@@ -75,32 +75,6 @@ impl StreamEnd {
     }
 }
 
-/// The records of a stream, one at a time (see [`StreamReader::records`]).
-pub struct Records<'a, R> {
-    reader: &'a mut StreamReader<R>,
-    failed: bool,
-}
-
-impl<R: Read> Iterator for Records<'_, R> {
-    type Item = Result<(Vec<u8>, u64), StreamError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        let mut buf = Vec::new();
-        match self.reader.next_record(&mut buf) {
-            Ok(Some(offset)) => Some(Ok((buf, offset))),
-            Ok(None) => None,
-            Err(e) => {
-                // After a bad record the stream position means nothing: stop here.
-                self.failed = true;
-                Some(Err(e))
-            }
-        }
-    }
-}
-
 /// Reads an image sequentially.
 pub struct StreamReader<R> {
     r: R,
@@ -206,16 +180,6 @@ impl<R: Read> StreamReader<R> {
         self.digest.add_chunk(hash);
         self.seen.push((offset, hash, h.raw_len, h.n_extents));
         Ok(Some(offset))
-    }
-
-    /// The chunk records still to come, each as its bytes and offset, for a pool of workers to
-    /// pull from. The iterator ends after the last record, or after the first error (its last
-    /// item); the index, trailer and digest are checked on the way out.
-    pub fn records(&mut self) -> Records<'_, R> {
-        Records {
-            reader: self,
-            failed: false,
-        }
     }
 
     /// The index and trailer, once [`StreamReader::next_record`] has returned `Ok(None)`.
@@ -324,4 +288,106 @@ fn read_exact(
             StreamError::Io { offset, source }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+    use crate::fs::Extent;
+    use crate::image::chunk::{ChunkExtent, compressor, encode_chunk};
+    use crate::image::header::tests::sample;
+    use crate::image::writer::ImageWriter;
+
+    /// An image of the sample header, saying `used` used blocks, with three chunks (5 blocks
+    /// stored, 3 in a zero extent).
+    fn image(used: u64) -> Vec<u8> {
+        let mut hdr = sample();
+        hdr.used_blocks = used;
+        let mut w = ImageWriter::new(Vec::new(), &hdr).unwrap();
+        let mut cctx = compressor(1).unwrap();
+        let ext = |start, len, zero| ChunkExtent {
+            extent: Extent { start, len },
+            zero,
+        };
+        let chunks: [&[ChunkExtent]; 3] = [
+            &[ext(0, 2, false)],
+            &[ext(2, 3, true), ext(5, 2, false)],
+            &[ext(100, 1, false)],
+        ];
+        for (seq, extents) in chunks.iter().enumerate() {
+            let blocks: u64 = extents
+                .iter()
+                .filter(|e| !e.zero)
+                .map(|e| e.extent.len)
+                .sum();
+            let data = vec![seq as u8 + 1; blocks as usize * 4096];
+            let c = encode_chunk(seq as u64, extents, &data, &mut cctx, Vec::new()).unwrap();
+            w.write_chunk(&c).unwrap();
+        }
+        w.finish().unwrap().0
+    }
+
+    fn read_all(bytes: &[u8]) -> Result<(usize, StreamEnd), StreamError> {
+        let mut r = StreamReader::new(Cursor::new(bytes))?;
+        let mut buf = Vec::new();
+        let mut n = 0;
+        while r.next_record(&mut buf)?.is_some() {
+            n += 1;
+        }
+        Ok((n, r.finish().expect("the stream ended")))
+    }
+
+    #[test]
+    fn a_whole_stream_reads_and_checks() {
+        let bytes = image(8);
+        let (n, end) = read_all(&bytes).unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(end.trailer.stored_blocks, 5);
+        assert_eq!(end.trailer.zero_blocks, 3);
+    }
+
+    #[test]
+    fn counts_that_disagree_with_the_header_are_refused() {
+        // 5 stored + 3 zero blocks, but the header says 10 used.
+        let err = read_all(&image(10)).expect_err("refused");
+        assert!(err.to_string().contains("header says 10"), "{err}");
+    }
+
+    #[test]
+    fn truncation_anywhere_names_the_structure() {
+        let bytes = image(8);
+        for cut in (0..bytes.len()).step_by(37) {
+            let err = read_all(&bytes[..cut]).expect_err("truncated stream accepted");
+            assert!(
+                matches!(err, StreamError::Format(FormatError::Truncated { .. })),
+                "cut at {cut}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bytes_after_the_trailer_and_spans_out_of_order_are_refused() {
+        let mut bytes = image(8);
+        let (_, end) = read_all(&bytes).unwrap();
+        let span = |seq, first_block, end_block| ChunkSpan {
+            seq,
+            first_block,
+            end_block,
+            blocks: 0,
+            zero_blocks: 0,
+        };
+        let good = [span(0, 0, 2), span(1, 2, 7), span(2, 100, 101)];
+        end.check_spans(&good).unwrap();
+        assert!(end.check_spans(&good[..2]).is_err(), "a missing chunk");
+        let moved = [span(0, 0, 2), span(1, 2, 8), span(2, 100, 101)];
+        assert!(end.check_spans(&moved).is_err(), "a span unlike its entry");
+        bytes.push(0);
+        let err = read_all(&bytes).expect_err("trailing byte accepted");
+        assert!(
+            err.to_string().contains("bytes follow the trailer"),
+            "{err}"
+        );
+    }
 }
