@@ -11,7 +11,9 @@
 //! benches/results/{results.json,latest.md,chart.svg}.
 //!
 //! Environment: RIMAGE_BENCH_DIR (work directory, default target/bench-compare),
-//! RIMAGE_BENCH_REPS (default 3).
+//! RIMAGE_BENCH_REPS (default 3), RIMAGE_BENCH_BASELINE (another rimage binary, e.g. a build of
+//! the previous commit: its save, restore and verify are timed in alternation with this
+//! build's on the same corpus, to show a change costs nothing beyond noise).
 
 mod common;
 
@@ -90,32 +92,34 @@ impl Ctx {
         let mut runs = Vec::new();
         for _ in 0..self.reps {
             setup();
-            if cold {
-                drop_caches();
-            }
-            let out = Command::new("/usr/bin/time")
-                .args(["-f", "RIMAGE-TIME %e %U %S %M", "sh", "-c", cmd])
-                .output()
-                .expect("run /usr/bin/time");
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(out.status.success(), "{name}: `{cmd}` failed:\n{err}");
-            let line = err
-                .lines()
-                .rev()
-                .find(|l| l.starts_with("RIMAGE-TIME "))
-                .expect("time output");
-            let f: Vec<f64> = line
-                .split_whitespace()
-                .skip(1)
-                .map(|x| x.parse().unwrap())
-                .collect();
-            runs.push(Run {
-                wall: f[0],
-                user: f[1],
-                sys: f[2],
-                max_rss_mib: f[3] / 1024.0,
-            });
+            runs.push(run_once(name, cmd, cold));
         }
+        self.record(name, cmd, cold, output, runs)
+    }
+
+    /// Times `a` and `b` in alternation (`reps` runs each, same cache state), so that drift in
+    /// the machine's speed hits both alike.
+    fn measure_ab(&mut self, a: (&str, &str), b: (&str, &str), cold: bool) {
+        if cold && !self.cold {
+            return;
+        }
+        let (mut ra, mut rb) = (Vec::new(), Vec::new());
+        for _ in 0..self.reps {
+            ra.push(run_once(a.0, a.1, cold));
+            rb.push(run_once(b.0, b.1, cold));
+        }
+        self.record(a.0, a.1, cold, None, ra);
+        self.record(b.0, b.1, cold, None, rb);
+    }
+
+    fn record(
+        &mut self,
+        name: &str,
+        cmd: &str,
+        cold: bool,
+        output: Option<&Path>,
+        runs: Vec<Run>,
+    ) -> Run {
         let mut sorted = runs.clone();
         sorted.sort_by(|a, b| a.wall.total_cmp(&b.wall));
         let median = sorted[sorted.len() / 2];
@@ -147,6 +151,35 @@ impl Ctx {
         self.measures
             .iter()
             .find(|m| m.name == name && m.cache == cache)
+    }
+}
+
+/// One run of `cmd` under /usr/bin/time (after dropping the page cache when `cold`).
+fn run_once(name: &str, cmd: &str, cold: bool) -> Run {
+    if cold {
+        drop_caches();
+    }
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "RIMAGE-TIME %e %U %S %M", "sh", "-c", cmd])
+        .output()
+        .expect("run /usr/bin/time");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{name}: `{cmd}` failed:\n{err}");
+    let line = err
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("RIMAGE-TIME "))
+        .expect("time output");
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    Run {
+        wall: f[0],
+        user: f[1],
+        sys: f[2],
+        max_rss_mib: f[3] / 1024.0,
     }
 }
 
@@ -469,6 +502,40 @@ fn main() {
         );
     }
 
+    if let Some(base) = std::env::var_os("RIMAGE_BENCH_BASELINE") {
+        let b = PathBuf::from(base).display().to_string();
+        eprintln!("this build (A) and the baseline build {b} (B), alternating:");
+        for cache in [true, false] {
+            cx.measure_ab(
+                (
+                    "A: save -l3",
+                    &format!("{r} save -q --overwrite -l 3 {c} {}", d("a3.rimg")),
+                ),
+                (
+                    "B: save -l3",
+                    &format!("{b} save -q --overwrite -l 3 {c} {}", d("b3.rimg")),
+                ),
+                cache,
+            );
+            cx.measure_ab(
+                (
+                    "A: restore",
+                    &format!("{r} restore -q {} {t}", d("a3.rimg")),
+                ),
+                (
+                    "B: restore",
+                    &format!("{b} restore -q {} {t}", d("b3.rimg")),
+                ),
+                cache,
+            );
+            cx.measure_ab(
+                ("A: verify", &format!("{r} verify -q {}", d("a3.rimg"))),
+                ("B: verify", &format!("{b} verify -q {}", d("b3.rimg"))),
+                cache,
+            );
+        }
+    }
+
     eprintln!("scaling (same used data, growing filesystem; warm cache):");
     let scaling = scaling(&mut cx, root);
 
@@ -621,6 +688,22 @@ fn report(cx: &Ctx, root: &Path, used: u64, size: u64, cores: usize, scaling: &[
         "≥ 5×",
         verify >= 5.0,
     );
+    for what in ["save -l3", "restore", "verify"] {
+        for c in ["cold", "warm"] {
+            if let (Some(a), Some(b)) = (
+                cx.get(&format!("A: {what}"), c),
+                cx.get(&format!("B: {what}"), c),
+            ) {
+                let ratio = a.median.wall / b.median.wall;
+                add(
+                    format!("{what} time, this build vs baseline ({c})"),
+                    ratio,
+                    "≤ 1.10× (noise)",
+                    ratio <= 1.10,
+                );
+            }
+        }
+    }
     let (small, big) = (scaling[0], scaling[scaling.len() - 1]);
     add(
         format!(
