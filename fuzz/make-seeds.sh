@@ -27,6 +27,17 @@ for opts in "-t ext4 -O ^metadata_csum,^has_journal" "-t ext4 -O ^has_journal" "
   cp "$work/fs.img" "$c/ext_scan/fs$n"
 done
 
+# A filesystem whose journal holds a committed transaction (a block bitmap copy), written with
+# debugfs: the journal walk runs on it.
+rm -f "$work/fs.img"; truncate -s 3M "$work/fs.img"
+mke2fs -q -F -N 32 -t ext4 -b 1024 -J size=1 -O ^metadata_csum -d "$work/tree" "$work/fs.img"
+bm=$(dumpe2fs "$work/fs.img" 2>/dev/null | sed -n 's/^ *Block bitmap at \([0-9]*\).*/\1/p' | head -1)
+dd if="$work/fs.img" of="$work/bm" bs=1024 skip="$bm" count=1 status=none
+printf '\377\377\377\377' | dd of="$work/bm" bs=1 seek=200 conv=notrunc status=none
+printf 'jo -c\njw -b %s %s\njc\n' "$bm" "$work/bm" > "$work/j.cmds"
+debugfs -w -f "$work/j.cmds" "$work/fs.img" >/dev/null 2>&1
+cp "$work/fs.img" "$c/ext_scan/journal"
+
 # Images: a tiny ext image with small chunks, and a raw image.
 rm -f "$work/fs.img"; truncate -s 128K "$work/fs.img"
 mke2fs -q -F -N 32 -t ext4 -O ^has_journal -d "$work/tree" "$work/fs.img"

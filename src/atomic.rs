@@ -36,6 +36,16 @@ impl AtomicFile {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        if !dir.is_dir() {
+            return Err(Error::refused(
+                path,
+                format!(
+                    "directory {} does not exist; create it first (mkdir -p {})",
+                    dir.display(),
+                    dir.display()
+                ),
+            ));
+        }
         if !overwrite && path.exists() {
             return Err(Error::refused(
                 path,

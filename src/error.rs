@@ -106,6 +106,29 @@ pub enum Error {
         /// What went wrong, naming the path inside the image.
         message: String,
     },
+    /// A signal (Ctrl-C, SIGTERM, SIGHUP) stopped the work; anything temporary was removed.
+    #[error("interrupted by {}", crate::interrupt::signal_name(*signal))]
+    Interrupted {
+        /// The signal number.
+        signal: i32,
+    },
+    /// A restore stopped part-way: the target holds part of the image. The source says why.
+    #[error(
+        "{}: the restore stopped after {}; the target holds part of the image and is not usable until a restore completes",
+        target.display(),
+        written_text(*written, *total)
+    )]
+    Incomplete {
+        /// The target.
+        target: PathBuf,
+        /// Chunks written.
+        written: u64,
+        /// Chunks in the image, when known (a stream's count is known at its end).
+        total: Option<u64>,
+        /// Why it stopped.
+        #[source]
+        source: Box<Error>,
+    },
     /// Invalid options.
     #[error("{0}")]
     Usage(String),
@@ -113,6 +136,13 @@ pub enum Error {
     /// compressor that fails): not caused by the input, and not the user's mistake.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+fn written_text(written: u64, total: Option<u64>) -> String {
+    match total {
+        Some(t) => format!("{written} of {t} chunks were written"),
+        None => format!("{} written", crate::plural(written, "chunk")),
+    }
 }
 
 impl Error {
@@ -169,6 +199,64 @@ impl Error {
     /// Whether this error means the image failed verification (as opposed to an I/O error or
     /// a refusal): the CLI gives it its own exit status.
     pub fn is_corrupt_image(&self) -> bool {
-        matches!(self, Self::Image { source, .. } if *source != FormatError::NotAnImage)
+        match self {
+            Self::Image { source, .. } => *source != FormatError::NotAnImage,
+            Self::Incomplete { source, .. } => source.is_corrupt_image(),
+            _ => false,
+        }
+    }
+
+    /// The message with every cause, "a: b: c", as the command line prints it.
+    pub fn full_message(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            text.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        text
+    }
+
+    /// The signal that interrupted the work, if a signal did.
+    pub fn interrupted_by(&self) -> Option<i32> {
+        match self {
+            Self::Interrupted { signal } => Some(*signal),
+            Self::Incomplete { source, .. } => source.interrupted_by(),
+            _ => None,
+        }
+    }
+
+    /// A short name for the kind of failure (for JSON error reports).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Io(_) => "io",
+            Self::Scan { .. } => "filesystem",
+            Self::Image { .. } => "image",
+            Self::Table { .. } => "partition-table",
+            Self::Manifest { .. } => "manifest",
+            Self::Refused { .. } => "refused",
+            Self::Failed { .. } => "failed",
+            Self::Browse { .. } => "browse",
+            Self::Interrupted { .. } => "interrupted",
+            Self::Incomplete { .. } => "incomplete",
+            Self::Usage(_) => "usage",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The device, file or image the error is about, when it names one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Self::Io(e) => Some(&e.path),
+            Self::Scan { path, .. }
+            | Self::Image { path, .. }
+            | Self::Table { path, .. }
+            | Self::Manifest { path, .. }
+            | Self::Refused { path, .. }
+            | Self::Failed { path, .. } => Some(path),
+            Self::Browse { image, .. } => Some(image),
+            Self::Incomplete { target, .. } => Some(target),
+            Self::Interrupted { .. } | Self::Usage(_) | Self::Internal(_) => None,
+        }
     }
 }

@@ -127,6 +127,19 @@ pub fn ext_scan(data: &[u8]) {
             );
             prev_end = e.end();
         }
+        // Inodes, their extent trees and block maps (the journal's is read by open when the
+        // filesystem needs recovery).
+        let inodes = fs.superblock().inodes_count.min(32);
+        for ino in 1..=inodes {
+            let Ok(inode) = fs.read_inode(data, ino) else {
+                continue;
+            };
+            if let Ok(b) = fs.inode_blocks(data, ino, &inode) {
+                for m in b.data {
+                    assert!(m.physical + m.len <= fs.blocks_count(), "bad mapping {m:?}");
+                }
+            }
+        }
     }
 }
 

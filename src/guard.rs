@@ -1,6 +1,9 @@
 //! The refusals that protect data, checked before anything is written: a device that is
-//! mounted while it is read (inconsistent image) or written (a corrupted filesystem).
+//! mounted while it is read (inconsistent image) or written (a corrupted filesystem); an image
+//! and a device that are the same storage; a device given where an image belongs; binary data
+//! to or from a terminal; a restore that would destroy a partition table or another filesystem.
 
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use crate::Error;
@@ -63,4 +66,147 @@ pub fn check_not_mounted(
             Ok(())
         }
     }
+}
+
+/// The (device, inode) a path names, following symlinks; `None` when it does not exist.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino()))
+}
+
+/// The regular file behind a loop device (or a partition of one), from sysfs.
+fn loop_backing_file(dev: &Path) -> Option<std::path::PathBuf> {
+    let m = std::fs::metadata(dev).ok()?;
+    if !m.file_type().is_block_device() {
+        return None;
+    }
+    let rdev = m.rdev();
+    let sys = std::path::PathBuf::from(format!(
+        "/sys/dev/block/{}:{}",
+        rustix::fs::major(rdev),
+        rustix::fs::minor(rdev)
+    ));
+    // A partition's sysfs directory sits inside its disk's.
+    [
+        sys.join("loop/backing_file"),
+        sys.join("../loop/backing_file"),
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok())
+    .map(|s| {
+        let s = s.trim_end_matches('\n');
+        s.strip_suffix(" (deleted)").unwrap_or(s).into()
+    })
+}
+
+/// Whether `a` and `b` are the same storage: the same file or device (also through symlinks
+/// and hard links), or a loop device (or one of its partitions) and the file behind it.
+pub fn same_storage(a: &Path, b: &Path) -> bool {
+    if let (Some(x), Some(y)) = (file_id(a), file_id(b))
+        && x == y
+    {
+        return true;
+    }
+    let backs = |dev: &Path, file: &Path| {
+        loop_backing_file(dev)
+            .is_some_and(|f| file_id(&f).is_some() && file_id(&f) == file_id(file))
+    };
+    backs(a, b) || backs(b, a)
+}
+
+/// Refuses an operation whose image and device are the same storage (`rimage restore X X`,
+/// `rimage save --overwrite X X`): it would destroy what it reads.
+///
+/// # Errors
+/// [`Error::Refused`].
+pub fn check_distinct(image: &Path, device: &Path) -> Result<(), Error> {
+    if same_storage(image, device) {
+        return Err(Error::refused(
+            device,
+            format!(
+                "is the same file or device as the image {}: that would overwrite what is being read. Nothing was written",
+                image.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses an image path that is not a regular file (or "-"): a block or character device, a
+/// directory, or anything under /dev is almost always a device given where an image belongs.
+///
+/// # Errors
+/// [`Error::Refused`] asking whether the arguments were swapped.
+pub fn check_image_path(image: &Path, usage: &str) -> Result<(), Error> {
+    if image.as_os_str() == "-" {
+        return Ok(());
+    }
+    let what = match std::fs::metadata(image) {
+        Ok(m) if m.file_type().is_block_device() => Some("a block device"),
+        Ok(m) if m.file_type().is_char_device() => Some("a character device"),
+        Ok(m) if m.is_dir() => Some("a directory"),
+        Ok(m) if !m.is_file() => Some("not a regular file"),
+        _ if image.starts_with("/dev") => Some("under /dev"),
+        _ => None,
+    };
+    match what {
+        Some(what) => Err(Error::refused(
+            image,
+            format!(
+                "is {what}, but an image must be a regular file (or - for a pipe): did you swap the arguments? ({usage}). Nothing was written"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Refuses to write binary image data to a terminal, or to wait for it from one (as zstd does).
+///
+/// # Errors
+/// [`Error::Refused`].
+pub fn check_not_terminal(stdin: bool) -> Result<(), Error> {
+    use std::io::IsTerminal;
+    let (is_tty, name, what) = if stdin {
+        (
+            std::io::stdin().is_terminal(),
+            "<stdin>",
+            "standard input is a terminal: pipe an image into rimage (udp-receiver ... | rimage restore - TARGET)",
+        )
+    } else {
+        (
+            std::io::stdout().is_terminal(),
+            "<stdout>",
+            "standard output is a terminal: an image is binary; redirect it to a file or pipe (rimage save SOURCE - | ...)",
+        )
+    };
+    if is_tty {
+        return Err(Error::refused(Path::new(name), what));
+    }
+    Ok(())
+}
+
+/// What a restore target holds that a restore would destroy and that is not the image's own
+/// filesystem: another filesystem, a partition table, partitions, an image. `None` when it is
+/// blank (nothing recognised) or holds the image's filesystem (same type and UUID).
+pub fn target_contents(target: &Path, image: &crate::fs::Identity) -> Option<String> {
+    let name = target.display();
+    if crate::info::is_image(target) {
+        return Some(format!("{name} is a rimage image"));
+    }
+    let dev = crate::source::Device::open(target).ok()?;
+    let found = crate::fs::identify(&dev);
+    if found.kind != crate::fs::FsType::Raw {
+        let same = found.kind == image.kind && found.uuid == image.uuid;
+        return (!same).then(|| format!("{name} holds {found}"));
+    }
+    if let Ok(Some(t)) = crate::disk::inspect_disk(target) {
+        return Some(format!("{name} holds {}", crate::disk::describe_table(&t)));
+    }
+    let parts = crate::disk::kernel::partitions_of(target).unwrap_or_default();
+    (!parts.is_empty()).then(|| {
+        format!(
+            "{name} has {} (the kernel knows them)",
+            crate::plural(parts.len() as u64, "partition")
+        )
+    })
 }

@@ -26,6 +26,8 @@ pub struct SourceInfo {
     /// Used blocks according to the filesystem's own counters (ext: the superblock's free
     /// count, which lags while mounted), when it keeps them.
     pub superblock_used_blocks: Option<u64>,
+    /// What the scan found worth telling (a journal needing recovery, ...).
+    pub notes: Vec<String>,
 }
 
 /// Describes what a save of `path` would copy, scanning every allocation map.
@@ -42,6 +44,7 @@ pub fn inspect_source(path: &Path) -> Result<SourceInfo, Error> {
         device_bytes: dev.size_bytes(),
         fs,
         superblock_used_blocks: scan.recorded_used_blocks(),
+        notes: scan.notes(),
     })
 }
 

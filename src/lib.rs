@@ -19,6 +19,7 @@ pub mod fuzzing;
 pub(crate) mod guard;
 pub mod image;
 pub mod info;
+pub mod interrupt;
 pub(crate) mod pool;
 pub mod progress;
 pub mod read;
@@ -38,3 +39,30 @@ pub use restore::{ExpectUuid, FreeSpace, RestoreOptions, RestoreReport, restore}
 pub use save::{Destination, SaveOptions, SaveReport, save};
 pub use transport::ImageSource;
 pub use verify::{VerifyReport, verify};
+
+/// "1 chunk", "2 chunks", "3 entries": a count with its noun (regular English plurals).
+pub fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        return format!("1 {noun}");
+    }
+    match noun.strip_suffix('y') {
+        Some(stem) if !stem.ends_with(['a', 'e', 'o', 'u']) => format!("{n} {stem}ies"),
+        _ => format!("{n} {noun}s"),
+    }
+}
+
+/// Bytes as people read them: "512 B", "1.50 MiB", "3.72 GiB".
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[unit])
+    }
+}

@@ -5,15 +5,17 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    match cli::try_main() {
+    let cli = match cli::parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    // Ctrl-C, SIGTERM and SIGHUP stop long work at the next chunk, which cleans up after itself.
+    if let Err(e) = rimage::interrupt::install() {
+        eprintln!("rimage: warning: cannot catch signals: {e}");
+    }
+    let json = cli.command.wants_json();
+    match cli::try_main(cli) {
         Ok(code) => code,
-        Err(err) => {
-            if cli::is_broken_pipe(&err) {
-                // The reader of our output went away (`rimage ls IMG | head`): not an error.
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("rimage: error: {err:#}");
-            cli::exit_code_for(&err)
-        }
+        Err(err) => cli::report_error(&err, json),
     }
 }

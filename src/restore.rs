@@ -7,13 +7,14 @@
 //! written; a chunk that fails is never written.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::iter::{ParallelBridge, ParallelIterator};
 use serde::Serialize;
 
 use crate::Error;
 use crate::fs::{Identity, Uuid, identify};
-use crate::guard::{Access, check_not_mounted};
+use crate::guard::{self, Access, check_not_mounted};
 use crate::image::Unstored;
 use crate::image::chunk::{CheckedChunk, ChunkSpan};
 use crate::image::header::Header;
@@ -66,6 +67,9 @@ pub struct RestoreOptions {
     pub free_space: FreeSpace,
     /// Refuse (before writing) unless the target currently holds a filesystem with this UUID.
     pub expect_uuid: Option<ExpectUuid>,
+    /// Restore over a partition table, partitions, another filesystem or an image on the
+    /// target (refused without it).
+    pub force: bool,
 }
 
 /// What a restore did.
@@ -106,6 +110,13 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreReport, Error> {
+    match source {
+        ImageSource::File(p) => {
+            guard::check_image_path(p, "rimage restore IMAGE TARGET")?;
+            guard::check_distinct(p, target)?;
+        }
+        ImageSource::Stdin => guard::check_not_terminal(true)?,
+    }
     let pool = worker_pool(opts.threads, "restore")?;
     let mut image = Image::open(source)?;
     image.check_up_front()?;
@@ -115,25 +126,41 @@ pub fn restore(
     let tgt = Target::open(target, hdr.source_size)?;
     let bs = u64::from(hdr.block_size);
     progress.start("restoring", image.expected_blocks() * bs);
+    let total = image.random_access().map(|r| r.layout().index.len() as u64);
+    let written = AtomicU64::new(0);
     let done = pool.install(|| {
         image
             .chunks()
             .par_bridge()
             .map(|pending| -> Result<_, Error> {
+                crate::interrupt::check()?;
                 let pending = pending?;
                 let seq = pending.seq();
                 let chunk = pending.fetch()?;
-                chunk.check(&hdr, |c, data| {
+                let done = chunk.check(&hdr, |c, data| {
                     write_chunk(seq, c, data, &hdr, &tgt, free, progress)
-                })
+                })?;
+                written.fetch_add(1, Ordering::Relaxed);
+                Ok(done)
             })
             .collect::<Result<Vec<_>, Error>>()
     });
-    progress.finish();
-    let mut done = done?;
-    done.sort_unstable_by_key(|d| d.span.seq);
-    image.finish(done.iter().map(|d| d.span).collect())?;
-    finish(source.path(), &hdr, &done, &tgt, free, before)
+    let finished = done.and_then(|mut done| {
+        progress.finish();
+        done.sort_unstable_by_key(|d| d.span.seq);
+        image.finish(done.iter().map(|d| d.span).collect())?;
+        finish(source.path(), &hdr, &done, &tgt, free, before)
+    });
+    // Once blocks were written, a failure leaves the target holding part of the image: say so.
+    finished.map_err(|e| match written.into_inner() {
+        0 => e,
+        n => Error::Incomplete {
+            target: target.to_path_buf(),
+            written: n,
+            total,
+            source: Box::new(e),
+        },
+    })
 }
 
 /// Refuses a mounted target; says what the target holds when that is not the image's
@@ -153,6 +180,18 @@ fn check_target(
         Err(_) => Identity::unknown(),
     };
     let image = hdr.identity();
+    if exists
+        && !opts.force
+        && opts.expect_uuid.is_none()
+        && let Some(what) = guard::target_contents(target, &image)
+    {
+        return Err(Error::refused(
+            target,
+            format!(
+                "{what}, which the restore would destroy (the image holds {image}); pass --force to restore over it. Nothing was written"
+            ),
+        ));
+    }
     if exists && before.uuid != image.uuid {
         progress.note(&format!(
             "{} currently holds {before}; the image holds {image}",

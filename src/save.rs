@@ -20,7 +20,7 @@ use crate::atomic::AtomicFile;
 use crate::error::IoError;
 use crate::fs::raw::RawLayout;
 use crate::fs::{self, Extent, ExtentIter, FsInfo, FsType, ScanError, ScanOptions, UsedBlocks};
-use crate::guard::{Access, check_not_mounted};
+use crate::guard::{self, Access, check_not_mounted};
 use crate::image::chunk::{ChunkExtent, EncodedChunk, ZERO_EXTENT, compressor, encode_chunk};
 use crate::image::header::{FLAG_FORCED_UNCLEAN, Header};
 use crate::image::writer::{ImageWriter, WriteSummary};
@@ -94,6 +94,8 @@ pub struct SaveReport {
     pub image_bytes: u64,
     /// Whole-image digest, hex.
     pub digest: String,
+    /// What the scan added or could not read (e.g. blocks a pending journal marks used).
+    pub notes: Vec<String>,
 }
 
 /// Saves `source` into an image.
@@ -108,6 +110,13 @@ pub fn save(
     opts: &SaveOptions,
     progress: &dyn Progress,
 ) -> Result<SaveReport, Error> {
+    match dest {
+        Destination::File(image) => {
+            guard::check_image_path(image, "rimage save SOURCE IMAGE")?;
+            guard::check_distinct(image, source)?;
+        }
+        Destination::Stdout => guard::check_not_terminal(false)?,
+    }
     let dev = Device::open(source)?;
     check_not_mounted(source, Access::Read { force: opts.force }, progress)?;
     save_device(&dev, dest, opts, progress)
@@ -151,6 +160,7 @@ pub fn save_device(
     progress.start("scanning", 0);
     let info = scan.info(dev).map_err(|e| Error::scan(source, e))?;
     progress.finish();
+    let notes = scan.notes();
     let flags = check_state(source, &info, opts.force, progress)?;
     let header = make_header(&info, dev, opts, flags);
 
@@ -184,6 +194,7 @@ pub fn save_device(
         image_bytes: summary.image_bytes,
         digest: format!("{:032x}", summary.digest),
         header,
+        notes,
     })
 }
 
@@ -410,6 +421,7 @@ impl Chunker<'_> {
         data.resize(self.target, 0);
         let mut filled = 0usize;
         let mut extents: Vec<ChunkExtent> = Vec::new();
+        crate::interrupt::check()?;
         while filled < self.target && extents.len() < self.max_extents {
             let piece = match self.pending.take() {
                 Some(p) => p,

@@ -121,14 +121,8 @@ pub fn verify(
 /// A problem as the report lists it: the image's own error without the image's name (the
 /// report names the image once).
 fn problem_text(e: &Error) -> String {
-    if let Error::Image { source, .. } = e {
-        return source.to_string();
+    match e {
+        Error::Image { source, .. } => source.to_string(),
+        other => other.full_message(),
     }
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        text.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    text
 }

@@ -412,3 +412,190 @@ fn tables_written_read_back_identically() {
         }
     }
 }
+
+fn save_disk(disk: &Path, saved: &Path, extra: &[&str]) {
+    let out = common::rimage()
+        .args(["save-disk", "-q"])
+        .args(extra)
+        .arg(disk)
+        .arg(saved)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "save-disk: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn output(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let out = common::rimage().args(args).output().unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn a_saved_disk_is_described_and_checked_as_a_whole() {
+    if let Some(why) = tools_missing() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_img, a) = make_source_disk(dir.path(), "gpt", false);
+    let saved = dir.path().join("saved");
+    save_disk(&a.dev, &saved, &["--reformat", "4"]);
+    let s = saved.as_os_str();
+
+    // The whole disk itself: described by its table, with save-disk suggested.
+    let (code, t) = output(&["info".as_ref(), a.dev.as_os_str()]);
+    assert_eq!(code, Some(0), "{t}");
+    assert!(
+        t.contains("a GPT with 4 partitions") && t.contains("rimage save-disk"),
+        "{t}"
+    );
+
+    let (code, t) = output(&["info".as_ref(), s]);
+    assert_eq!(code, Some(0), "{t}");
+    assert!(
+        t.contains("a GPT with 4 partitions")
+            && t.contains("image part1.rimg")
+            && t.contains("image part2.rimg")
+            && t.contains("swap header")
+            && t.contains("re-created empty"),
+        "{t}"
+    );
+    let (code, t) = output(&["info".as_ref(), "--json".as_ref(), s]);
+    assert_eq!(code, Some(0), "{t}");
+    let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+    assert_eq!(v["partitions"].as_array().unwrap().len(), 4);
+    assert!(v["problems"].as_array().unwrap().is_empty(), "{v}");
+
+    let (code, t) = output(&["verify".as_ref(), s]);
+    assert_eq!(code, Some(0), "{t}");
+    assert!(
+        t.contains("OK: the saved disk is restorable (2 images checked)"),
+        "{t}"
+    );
+
+    // A damaged image: exit 3, naming the partition and the chunk.
+    let img2 = saved.join("part2.rimg");
+    let good = std::fs::read(&img2).unwrap();
+    let mut bad = good.clone();
+    bad[1000] ^= 0x40;
+    std::fs::write(&img2, &bad).unwrap();
+    let (code, t) = output(&["verify".as_ref(), s]);
+    assert_eq!(code, Some(3), "{t}");
+    assert!(
+        t.contains("partition 2:") && t.contains("chunk 0") && t.contains("FAILED"),
+        "{t}"
+    );
+    std::fs::write(&img2, &good).unwrap();
+    // A missing image.
+    std::fs::rename(saved.join("part1.rimg"), dir.path().join("away.rimg")).unwrap();
+    let (code, t) = output(&["verify".as_ref(), s]);
+    assert_eq!(code, Some(3), "{t}");
+    assert!(t.contains("partition 1") && t.contains("part1.rimg"), "{t}");
+    let (code, t) = output(&["info".as_ref(), s]);
+    assert_eq!(code, Some(0), "{t}");
+    assert!(t.contains("problem: partition 1"), "{t}");
+}
+
+#[test]
+fn restore_disk_grows_the_last_partition_onto_a_bigger_disk() {
+    if let Some(why) = tools_missing() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    if !have("resize2fs") {
+        eprintln!("SKIP: needs resize2fs");
+        return;
+    }
+    for label in ["gpt", "dos"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (_img, a) = make_source_disk(dir.path(), label, false);
+        let saved = dir.path().join("saved");
+        // The data partition (last) is imaged this time: its files must survive the growth.
+        save_disk(&a.dev, &saved, &[]);
+        let big = dir.path().join("big.img");
+        common::pattern_file(&big, 400 << 20);
+        let b = LoopDev::new(&big).unwrap();
+
+        // Without --grow: restored as saved, with a note about the unused space.
+        let (code, t) = output(&[
+            "restore-disk".as_ref(),
+            saved.as_os_str(),
+            b.dev.as_os_str(),
+        ]);
+        assert_eq!(code, Some(0), "{t}");
+        assert!(t.contains("left unused") && t.contains("--grow"), "{t}");
+        assert_eq!(
+            common::dumpe2fs_field(&b.part(4), "Block count"),
+            common::dumpe2fs_field(&a.part(4), "Block count")
+        );
+
+        let (code, t) = output(&[
+            "restore-disk".as_ref(),
+            "--grow".as_ref(),
+            saved.as_os_str(),
+            b.dev.as_os_str(),
+        ]);
+        assert_eq!(code, Some(0), "{label}: {t}");
+        assert!(t.contains("partition 4 grown"), "{t}");
+        // The partition reaches the end of the disk (GPT: its last usable sector).
+        let dump = table_dump(&b.dev);
+        let sectors = (400u64 << 20) / 512;
+        let p4 = dump
+            .lines()
+            .find(|l| l.starts_with("DISK4") || l.contains("p4 :"))
+            .unwrap();
+        let field = |name: &str| -> u64 {
+            let (_, fields) = p4.split_once(':').unwrap();
+            fields
+                .split(',')
+                .find_map(|f| f.trim().strip_prefix(name))
+                .and_then(|v| v.trim_start_matches([' ', '=']).trim().parse().ok())
+                .unwrap()
+        };
+        let end = field("start") + field("size");
+        let want_end = if label == "gpt" {
+            sectors - 33
+        } else {
+            sectors
+        };
+        assert_eq!(end, want_end, "{label}: {dump}");
+        // Its filesystem fills it, is clean, keeps its identity and its files.
+        common::assert_fsck_clean(&b.part(4));
+        let blocks: u64 = common::dumpe2fs_field(&b.part(4), "Block count")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let bs: u64 = common::dumpe2fs_field(&b.part(4), "Block size")
+            .unwrap()
+            .parse()
+            .unwrap();
+        // resize2fs fills the partition up to whole 4 KiB pages.
+        let part_bytes = field("size") * 512;
+        assert!(
+            blocks * bs <= part_bytes && blocks * bs + 4096 > part_bytes,
+            "{label}: {blocks} blocks of {bs} in a partition of {part_bytes} bytes"
+        );
+        assert_eq!(blkid(&a.part(4)).get("UUID"), blkid(&b.part(4)).get("UUID"));
+        let (_, x) = common::tree::snapshot(&a.part(4)).unwrap();
+        let (_, y) = common::tree::snapshot(&b.part(4)).unwrap();
+        assert!(x == y, "{label}: the data partition's files differ");
+        // The other partitions are as saved.
+        for n in 1..=3 {
+            assert_eq!(
+                blkid(&a.part(n)),
+                blkid(&b.part(n)),
+                "{label}: partition {n}"
+            );
+        }
+    }
+}

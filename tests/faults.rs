@@ -292,9 +292,22 @@ fn wrong_filesystem_on_the_target_is_reported_and_expect_uuid_is_enforced() {
         .unwrap();
     assert!(!out.status.success());
 
-    // Without --expect-uuid the restore goes ahead, after saying what it overwrites.
+    // Without --expect-uuid or --force the other filesystem is not overwritten either.
     let out = common::rimage()
         .arg("restore")
+        .arg(&image)
+        .arg(&target)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("holds ext4 \"other\"") && err.contains("--force"),
+        "{err}"
+    );
+    assert!(std::fs::read(&target).unwrap() == before);
+    // With --force the restore goes ahead, after saying what it overwrites.
+    let out = common::rimage()
+        .args(["restore", "--force"])
         .arg(&image)
         .arg(&target)
         .output()

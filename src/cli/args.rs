@@ -75,6 +75,24 @@ pub struct FreeSpaceArgs {
     pub discard: bool,
 }
 
+impl Command {
+    /// Whether the command was asked for JSON output (its errors are then JSON too).
+    pub fn wants_json(&self) -> bool {
+        match self {
+            Self::Save { out, .. }
+            | Self::Restore { out, .. }
+            | Self::Verify { out, .. }
+            | Self::SaveDisk { out, .. }
+            | Self::RestoreDisk { out, .. } => out.json,
+            Self::Info { json, .. } | Self::Ls { json, .. } => *json,
+            Self::Cat { .. }
+            | Self::Extract { .. }
+            | Self::Completions { .. }
+            | Self::Man { .. } => false,
+        }
+    }
+}
+
 impl FreeSpaceArgs {
     /// The treatment asked for.
     pub fn free_space(&self) -> FreeSpace {
@@ -139,26 +157,36 @@ pub enum Command {
         /// this UUID ("image": the image's own UUID). For scripted and multicast restores.
         #[arg(long, value_name = "UUID|image", value_parser = parse_expect_uuid)]
         expect_uuid: Option<ExpectUuid>,
+        /// Restore even when TARGET holds a partition table, partitions, another filesystem
+        /// than the image's, or an image: all of it is overwritten. Without it such a target
+        /// is refused before anything is written.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         out: Output,
     },
     /// Check an image completely: header, every chunk (CRC, decompression, extents), index
     /// and whole-image digest. Exit status 0 only when everything holds, 3 when it does not.
+    ///
+    /// Given a directory written by save-disk, checks the whole saved disk: the manifest, the
+    /// boot area, and every partition image against its partition.
     Verify {
-        /// Image file, or "-" to read it from stdin.
+        /// Image file, save-disk directory, or "-" to read an image from stdin.
         image: PathBuf,
         #[command(flatten)]
         threads: Threads,
         #[command(flatten)]
         out: Output,
     },
-    /// Describe an image (header, chunks, sizes, ratio), or what a save of a device or
-    /// filesystem image file would copy (type, label, UUID, block size, used blocks).
+    /// Describe an image (header, chunks, sizes, ratio), a disk saved by save-disk, or what a
+    /// save of a device or filesystem image file would copy (type, label, UUID, block size,
+    /// used blocks).
     ///
     /// For a device, every block bitmap of an ext2/3/4 filesystem is read to count exactly the
-    /// blocks a save copies. Anything that is not ext2/3/4 is reported as "raw".
+    /// blocks a save copies. Anything that is not ext2/3/4 is reported as "raw". A whole disk
+    /// (one with a partition table) is described by its table; save it with save-disk.
     Info {
-        /// Image file, block device, or filesystem image file.
+        /// Image file, save-disk directory, block device, or filesystem image file.
         path: PathBuf,
         /// Print one JSON object instead of text.
         #[arg(long)]
@@ -254,6 +282,11 @@ pub enum Command {
         /// Make free blocks of restored filesystems read as zeros.
         #[arg(long)]
         zero_free: bool,
+        /// On a disk larger than the saved one, grow the last partition to the end of the disk
+        /// (GPT: backup header moved to the new end) and its ext filesystem with resize2fs.
+        /// Without it the extra space is left unused (and a note says so).
+        #[arg(long)]
+        grow: bool,
         #[command(flatten)]
         out: Output,
     },
@@ -262,8 +295,14 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff), e.g. `rimage man | man -l -`.
-    Man,
+    /// Print a manual page (roff), e.g. `rimage man | man -l -`, `rimage man restore-disk`.
+    Man {
+        /// The subcommand whose page to print (rimage-SUBCOMMAND(1)); the main page without it.
+        subcommand: Option<String>,
+        /// Write every page (rimage.1, rimage-save.1, ...) into this directory instead.
+        #[arg(long, value_name = "DIR", conflicts_with = "subcommand")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 fn parse_expect_uuid(s: &str) -> Result<ExpectUuid, String> {

@@ -12,7 +12,9 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::{CommandFactory, Parser};
 
-use args::{Cli, Command};
+pub use args::Cli;
+
+use args::Command;
 use progress::Bar;
 use rimage::{Destination, ImageSource, RestoreOptions, SaveOptions};
 
@@ -25,16 +27,18 @@ pub const EXIT_USAGE: u8 = 2;
 /// Exit status: the image failed verification (corrupt, truncated, digest mismatch).
 pub const EXIT_CORRUPT: u8 = 3;
 
-/// Runs the command line; `Ok` carries the exit code of a completed command.
-pub fn try_main() -> Result<ExitCode> {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
-            let _ = e.print();
-            return Ok(ExitCode::from(code));
-        }
-    };
+/// Parses the command line; `Err` carries the exit code after clap printed help, the version
+/// or a usage error.
+pub fn parse() -> Result<Cli, ExitCode> {
+    Cli::try_parse().map_err(|e| {
+        let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+        let _ = e.print();
+        ExitCode::from(code)
+    })
+}
+
+/// Runs a parsed command line; `Ok` carries the exit code of a completed command.
+pub fn try_main(cli: Cli) -> Result<ExitCode> {
     let ok = ExitCode::from(EXIT_OK);
     match cli.command {
         Command::Save {
@@ -72,12 +76,14 @@ pub fn try_main() -> Result<ExitCode> {
             threads,
             free,
             expect_uuid,
+            force,
             out,
         } => {
             let opts = RestoreOptions {
                 threads: threads.threads,
                 free_space: free.free_space(),
                 expect_uuid,
+                force,
             };
             let started = Instant::now();
             let source = ImageSource::from_arg(&image);
@@ -90,19 +96,27 @@ pub fn try_main() -> Result<ExitCode> {
             threads,
             out,
         } => {
-            let source = ImageSource::from_arg(&image);
-            let report = rimage::verify(&source, threads.threads, &Bar::new(&out))?;
-            report::verify(&report, &out)?;
-            Ok(ExitCode::from(if report.ok {
-                EXIT_OK
+            let ok = if image.is_dir() {
+                let report = rimage::disk::verify_dir(&image, threads.threads, &Bar::new(&out))?;
+                report::verify_dir(&report, &out)?;
+                report.ok
             } else {
-                EXIT_CORRUPT
-            }))
+                let source = ImageSource::from_arg(&image);
+                let report = rimage::verify(&source, threads.threads, &Bar::new(&out))?;
+                report::verify(&report, &out)?;
+                report.ok
+            };
+            Ok(ExitCode::from(if ok { EXIT_OK } else { EXIT_CORRUPT }))
         }
         Command::Info { path, json } => {
-            if rimage::is_image(&path) {
+            if path.is_dir() {
+                let info = rimage::disk::inspect_dir(&path)?;
+                report::disk_info(&info, json)?;
+            } else if rimage::is_image(&path) {
                 let info = rimage::inspect_image(&ImageSource::File(path.clone()))?;
                 report::image_info(&path, &info, json)?;
+            } else if let Some(table) = rimage::disk::inspect_disk(&path)? {
+                report::disk_table(&path, &table, json)?;
             } else {
                 let info = rimage::inspect_source(&path)?;
                 report::source_info(&path, &info, json)?;
@@ -125,7 +139,8 @@ pub fn try_main() -> Result<ExitCode> {
             let browser = rimage::Browser::open(&ImageSource::from_arg(&image))?;
             let n = browser.extract(&path, &dest)?;
             eprintln!(
-                "extracted {n} entries from {}:{path} to {}",
+                "extracted {} from {}:{path} to {}",
+                rimage::plural(n, "entry"),
                 image.display(),
                 dest.display()
             );
@@ -165,6 +180,7 @@ pub fn try_main() -> Result<ExitCode> {
             root,
             threads,
             zero_free,
+            grow,
             out,
         } => {
             let opts = rimage::disk::RestoreDiskOptions {
@@ -176,9 +192,11 @@ pub fn try_main() -> Result<ExitCode> {
                         rimage::FreeSpace::Leave
                     },
                     expect_uuid: None,
+                    force: false,
                 },
                 post_restore,
                 root,
+                grow,
             };
             let report = rimage::disk::restore_disk(&dir, &disk, &opts, &Bar::new(&out))?;
             report::disk(&report, &out, "restored")?;
@@ -188,32 +206,109 @@ pub fn try_main() -> Result<ExitCode> {
             clap_complete::generate(shell, &mut Cli::command(), "rimage", &mut io::stdout());
             Ok(ok)
         }
-        Command::Man => {
-            clap_mangen::Man::new(Cli::command()).render(&mut io::stdout())?;
+        Command::Man {
+            subcommand,
+            out_dir,
+        } => {
+            man(subcommand.as_deref(), out_dir.as_deref())?;
             Ok(ok)
         }
     }
 }
 
-/// Whether the error chain contains a broken pipe (stdout closed by its reader).
-pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| {
-        let kind = e
-            .downcast_ref::<io::Error>()
-            .map(io::Error::kind)
-            .or_else(|| {
-                e.downcast_ref::<serde_json::Error>()
-                    .and_then(serde_json::Error::io_error_kind)
-            });
-        kind == Some(io::ErrorKind::BrokenPipe)
-    })
+/// Prints the main manual page, or a subcommand's (rimage-SUBCOMMAND), or writes them all.
+fn man(subcommand: Option<&str>, out_dir: Option<&std::path::Path>) -> Result<()> {
+    let main = Cli::command();
+    // The pages clap_mangen's SUBCOMMANDS section refers to: rimage-save(1), ...
+    let page = |sub: &clap::Command| {
+        let name: &'static str = Box::leak(format!("rimage-{}", sub.get_name()).into_boxed_str());
+        sub.clone()
+            .name(name)
+            .display_name(name)
+            .version(env!("CARGO_PKG_VERSION"))
+    };
+    if let Some(dir) = out_dir {
+        let write = |name: String, cmd: clap::Command| -> Result<()> {
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut buf)?;
+            std::fs::write(dir.join(&name), buf)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(&name).display()))?;
+            eprintln!("wrote {}", dir.join(name).display());
+            Ok(())
+        };
+        for sub in main.get_subcommands() {
+            write(format!("rimage-{}.1", sub.get_name()), page(sub))?;
+        }
+        return write("rimage.1".into(), main.clone());
+    }
+    let cmd = match subcommand {
+        None => main,
+        Some(name) => {
+            let sub = main.find_subcommand(name).ok_or_else(|| {
+                rimage::Error::Usage(format!(
+                    "no subcommand {name:?}; `rimage --help` lists them"
+                ))
+            })?;
+            page(sub)
+        }
+    };
+    clap_mangen::Man::new(cmd).render(&mut io::stdout())?;
+    Ok(())
 }
 
-/// The exit code for a failed command: 3 when an image failed its checks, 2 for bad options.
-pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
+/// Reports a failed command on stderr (text, or a JSON object when the command was asked for
+/// JSON) and returns its exit status.
+pub fn report_error(err: &anyhow::Error, json: bool) -> ExitCode {
+    if is_broken_pipe(err) {
+        // The reader of our text output went away (`rimage ls IMG | head`): not an error.
+        return ExitCode::SUCCESS;
+    }
+    let lib = err.downcast_ref::<rimage::Error>();
+    let status = exit_status(err);
+    if json {
+        let value = serde_json::json!({
+            "error": {
+                "kind": lib.map_or("other", rimage::Error::kind),
+                "message": format!("{err:#}"),
+                "path": lib.and_then(rimage::Error::path),
+                "exit_status": status,
+            }
+        });
+        eprintln!("{value}");
+    } else if lib.and_then(rimage::Error::interrupted_by).is_some() {
+        eprintln!("rimage: {err:#}");
+    } else {
+        eprintln!("rimage: error: {err:#}");
+    }
+    ExitCode::from(status)
+}
+
+/// Whether the error is a closed pipe on text output (`rimage ls IMG | head`). A closed pipe
+/// while an image is streamed to stdout is a failure: the image did not arrive whole.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    let broken = |e: &io::Error| e.kind() == io::ErrorKind::BrokenPipe;
     match err.downcast_ref::<rimage::Error>() {
-        Some(e) if e.is_corrupt_image() => ExitCode::from(EXIT_CORRUPT),
-        Some(rimage::Error::Usage(_)) => ExitCode::from(EXIT_USAGE),
-        _ => ExitCode::from(EXIT_FAILURE),
+        Some(rimage::Error::Io(e)) => e.path.as_os_str() == "<output>" && broken(&e.source),
+        Some(_) => false,
+        None => err.chain().any(|e| {
+            e.downcast_ref::<io::Error>().is_some_and(broken)
+                || e.downcast_ref::<serde_json::Error>()
+                    .and_then(serde_json::Error::io_error_kind)
+                    == Some(io::ErrorKind::BrokenPipe)
+        }),
+    }
+}
+
+/// The exit status for a failed command: 3 when an image failed its checks, 2 for bad
+/// options, 128 + N when signal N interrupted it, 1 otherwise.
+fn exit_status(err: &anyhow::Error) -> u8 {
+    match err.downcast_ref::<rimage::Error>() {
+        Some(e) if e.is_corrupt_image() => EXIT_CORRUPT,
+        Some(rimage::Error::Usage(_)) => EXIT_USAGE,
+        Some(e) => e
+            .interrupted_by()
+            .and_then(|s| u8::try_from(128 + s).ok())
+            .unwrap_or(EXIT_FAILURE),
+        None => EXIT_FAILURE,
     }
 }

@@ -89,7 +89,7 @@ impl Progress for Bar {
         let bar = ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template(
-                "{msg:>10} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                "{msg:>10} [{bar:30}] {percent:>3}% {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} {elapsed} (ETA {eta})",
             )
             .expect("valid template")
             .progress_chars("=> "),
@@ -122,7 +122,11 @@ impl Progress for Bar {
             return;
         }
         if let Some(bar) = self.bar.lock().expect("bar lock").take() {
-            bar.finish_and_clear();
+            // The phase is complete: show it so (a stream's total is an upper bound).
+            if let Some(len) = bar.length() {
+                bar.set_position(len);
+            }
+            bar.finish();
         }
     }
 
@@ -133,6 +137,16 @@ impl Progress for Bar {
         match self.bar.lock().expect("bar lock").as_ref() {
             Some(bar) => bar.println(format!("rimage: note: {message}")),
             None => eprintln!("rimage: note: {message}"),
+        }
+    }
+}
+
+impl Drop for Bar {
+    /// Work that stopped (an error, Ctrl-C) leaves its bar where it stood and ends the line, so
+    /// that the message that follows starts on a line of its own.
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.lock().expect("bar lock").take() {
+            bar.abandon();
         }
     }
 }

@@ -7,8 +7,8 @@ use anyhow::Result;
 use indicatif::HumanBytes;
 
 use super::args::Output;
-use rimage::FreeSpace;
 use rimage::fs::FsType;
+use rimage::{FreeSpace, plural};
 
 /// The summary of a save (to stderr when the image went to stdout).
 pub fn save(report: &rimage::SaveReport, secs: f64, out: &Output, to_stderr: bool) -> Result<()> {
@@ -22,7 +22,7 @@ pub fn save(report: &rimage::SaveReport, secs: f64, out: &Output, to_stderr: boo
             t => format!("{} \"{}\"", t.name(), h.label),
         };
         let line = format!(
-            "saved {} ({what}, {} stored{} of {}) to {}: {} in {} chunks (ratio {:.2}), {:.1} s, {}/s",
+            "saved {} ({what}, {} stored{} of {}) to {}: {} in {} (ratio {:.2}), {:.1} s, {}/s",
             report.source.display(),
             HumanBytes(report.stored_bytes),
             if report.zero_blocks > 0 {
@@ -36,12 +36,15 @@ pub fn save(report: &rimage::SaveReport, secs: f64, out: &Output, to_stderr: boo
             HumanBytes(h.source_size),
             report.image,
             HumanBytes(report.image_bytes),
-            report.chunks,
+            plural(report.chunks, "chunk"),
             report.stored_bytes as f64 / report.image_bytes.max(1) as f64,
             secs,
             HumanBytes((report.read_bytes as f64 / secs.max(1e-9)) as u64),
         );
         print_line(&line, to_stderr)?;
+        for n in &report.notes {
+            print_line(&format!("  note: {n}"), to_stderr)?;
+        }
     }
     Ok(())
 }
@@ -52,11 +55,11 @@ pub fn restore(report: &rimage::RestoreReport, secs: f64, out: &Output) -> Resul
         print_json(&report, false)?;
     } else if !out.quiet {
         let mut line = format!(
-            "restored {} onto {}: {} in {} chunks, {:.1} s, {}/s",
+            "restored {} onto {}: {} in {}, {:.1} s, {}/s",
             report.image.display(),
             report.target.display(),
             HumanBytes(report.bytes_written),
-            report.chunks,
+            plural(report.chunks, "chunk"),
             secs,
             HumanBytes((report.bytes_written as f64 / secs.max(1e-9)) as u64)
         );
@@ -86,10 +89,10 @@ pub fn verify(report: &rimage::VerifyReport, out: &Output) -> Result<()> {
             if !out.quiet {
                 writeln!(
                     stdout,
-                    "{}: OK ({} chunks, {} blocks, digest verified)",
+                    "{}: OK ({}, {}, digest verified)",
                     report.image.display(),
-                    report.chunks,
-                    report.stored_blocks
+                    plural(report.chunks, "chunk"),
+                    plural(report.stored_blocks, "block")
                 )?;
             }
         } else {
@@ -99,15 +102,15 @@ pub fn verify(report: &rimage::VerifyReport, out: &Output) -> Result<()> {
             if report.problems.len() > 50 {
                 writeln!(
                     stdout,
-                    "... and {} more problems",
-                    report.problems.len() - 50
+                    "... and {} more",
+                    plural(report.problems.len() as u64 - 50, "problem")
                 )?;
             }
             writeln!(
                 stdout,
-                "{}: FAILED verification ({} problems)",
+                "{}: FAILED verification ({})",
                 report.image.display(),
-                report.problems.len()
+                plural(report.problems.len() as u64, "problem")
             )?;
         }
     }
@@ -263,9 +266,9 @@ pub fn image_info(path: &Path, info: &rimage::ImageInfo, json: bool) -> Result<(
     }
     writeln!(
         out,
-        "  image        {} in {} chunks of up to {} (zstd level {})",
+        "  image        {} in {} of up to {} (zstd level {})",
         HumanBytes(info.image_bytes),
-        info.chunks,
+        plural(info.chunks, "chunk"),
         HumanBytes(u64::from(h.chunk_target)),
         h.level
     )?;
@@ -368,6 +371,9 @@ pub fn source_info(path: &Path, info: &rimage::SourceInfo, json: bool) -> Result
         )
     };
     writeln!(out, "  state        {state}")?;
+    for n in &info.notes {
+        writeln!(out, "  note         {n}")?;
+    }
     Ok(())
 }
 
@@ -387,4 +393,131 @@ fn mode_string(kind: &str, mode: u16) -> String {
         s.push(if mode & (0o400 >> i) != 0 { c } else { '-' });
     }
     s
+}
+
+/// The outcome of checking a saved disk: each image's verdict, then OK or FAILED.
+pub fn verify_dir(report: &rimage::disk::DiskVerifyReport, out: &Output) -> Result<()> {
+    if out.json {
+        return print_json(report, false);
+    }
+    let mut stdout = io::stdout().lock();
+    let dir = report.dir.display();
+    for p in &report.problems {
+        writeln!(stdout, "{dir}: {p}")?;
+    }
+    for (number, r) in &report.images {
+        if r.ok {
+            if !out.quiet {
+                writeln!(
+                    stdout,
+                    "{dir}: partition {number}: {} OK ({}, {})",
+                    r.image.display(),
+                    plural(r.chunks, "chunk"),
+                    plural(r.stored_blocks, "block")
+                )?;
+            }
+            continue;
+        }
+        for p in r.problems.iter().take(20) {
+            writeln!(
+                stdout,
+                "{dir}: partition {number}: {}: {p}",
+                r.image.display()
+            )?;
+        }
+    }
+    let failed = report.problems.len() + report.images.iter().filter(|(_, r)| !r.ok).count();
+    if report.ok {
+        if !out.quiet {
+            writeln!(
+                stdout,
+                "{dir}: OK: the saved disk is restorable ({} checked)",
+                plural(report.images.len() as u64, "image")
+            )?;
+        }
+    } else {
+        writeln!(
+            stdout,
+            "{dir}: FAILED verification ({} with problems)",
+            plural(failed as u64, "part")
+        )?;
+    }
+    Ok(())
+}
+
+/// A saved disk: its table, and what restore-disk does with each partition.
+pub fn disk_info(info: &rimage::disk::DiskInfo, json: bool) -> Result<()> {
+    if json {
+        return print_json(info, false);
+    }
+    let m = &info.manifest;
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "{}: disk saved by {} on {} from {} ({}, {})",
+        info.dir.display(),
+        m.writer,
+        m.created,
+        m.source,
+        HumanBytes(m.disk_bytes),
+        rimage::disk::describe_table(&m.table)
+    )?;
+    for p in &info.partitions {
+        let fs = &p.plan.filesystem;
+        let action = match (&p.plan.action, &p.image) {
+            (rimage::disk::manifest::Action::Image, Some(i)) => format!(
+                "image {} ({} stored in {}, {})",
+                p.plan.image.as_deref().unwrap_or_default(),
+                HumanBytes(i.original_bytes),
+                HumanBytes(i.image_bytes),
+                plural(i.chunks, "chunk")
+            ),
+            (rimage::disk::manifest::Action::Image, None) => format!(
+                "image {} (unreadable)",
+                p.plan.image.as_deref().unwrap_or_default()
+            ),
+            (rimage::disk::manifest::Action::Swap, _) => "swap header re-written".into(),
+            (rimage::disk::manifest::Action::Reformat, _) => "re-created empty".into(),
+            (rimage::disk::manifest::Action::Skip, _) => "skipped".into(),
+        };
+        writeln!(
+            out,
+            "  partition {:<3} {:>10}  {fs}: {action}",
+            p.plan.number,
+            HumanBytes(p.bytes).to_string()
+        )?;
+    }
+    for p in &info.problems {
+        writeln!(out, "  problem: {p}")?;
+    }
+    Ok(())
+}
+
+/// A whole disk: its partition table, and the command that saves it.
+pub fn disk_table(path: &Path, table: &rimage::disk::table::Table, json: bool) -> Result<()> {
+    if json {
+        return print_json(table, false);
+    }
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "{}: a whole disk holding {}",
+        path.display(),
+        rimage::disk::describe_table(table)
+    )?;
+    for e in &table.partitions {
+        writeln!(
+            out,
+            "  partition {:<3} start sector {:>10}  {:>10}",
+            e.number,
+            e.start_lba,
+            HumanBytes(e.size_bytes()).to_string()
+        )?;
+    }
+    writeln!(
+        out,
+        "  save the whole disk with `rimage save-disk {} DIR`, or one partition with `rimage save`",
+        path.display()
+    )?;
+    Ok(())
 }

@@ -7,6 +7,7 @@
 //! [`kernel`] tells the kernel about new partitions; [`save`](save_disk),
 //! [`restore`](restore_disk) and [`post_restore`] are the three steps.
 
+pub mod check;
 pub mod kernel;
 pub mod manifest;
 pub mod post_restore;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+pub use check::{DiskInfo, DiskVerifyReport, inspect_dir, is_disk_dir, verify_dir};
 pub use restore::{RestoreDiskOptions, restore_disk};
 pub use save::{SaveDiskOptions, save_disk};
 
@@ -84,4 +86,31 @@ fn check_disk_mounts(disk: &Path, access: Access, progress: &dyn Progress) -> Re
         check_not_mounted(&p.node, access, progress)?;
     }
     Ok(())
+}
+
+/// The partition table of `path`, when it is a whole disk (or disk image file) with one and
+/// holds no filesystem of its own.
+///
+/// # Errors
+/// When it cannot be opened.
+pub fn inspect_disk(path: &Path) -> Result<Option<Table>, Error> {
+    let dev = crate::source::Device::open(path)?;
+    if crate::fs::identify(&dev).kind != crate::fs::FsType::Raw {
+        return Ok(None);
+    }
+    let mut file = std::fs::File::open(path).map_err(io(path, "open"))?;
+    // A table that does not parse is no table: the device is described as raw instead.
+    Ok(table::read_table(&mut file, dev.size_bytes())
+        .ok()
+        .flatten())
+}
+
+/// "a GPT with 3 partitions", "an MBR partition table with 1 partition".
+pub fn describe_table(t: &Table) -> String {
+    let n = t.partitions.iter().filter(|p| !p.is_extended()).count() as u64;
+    let kind = match t.kind {
+        TableKind::Gpt { .. } => "a GPT",
+        TableKind::Dos { .. } => "an MBR partition table",
+    };
+    format!("{kind} with {}", crate::plural(n, "partition"))
 }

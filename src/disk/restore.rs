@@ -29,6 +29,65 @@ pub struct RestoreDiskOptions {
     /// The root partition for `post_restore`; default: the imaged partition whose filesystem
     /// has /etc/fstab.
     pub root: Option<u32>,
+    /// On a disk larger than the one saved, grow the last partition to fill it (and its ext
+    /// filesystem, with resize2fs).
+    pub grow: bool,
+}
+
+/// Grows the filesystem restored on `node` to fill its (grown) partition of `bytes` bytes:
+/// resize2fs for ext, then a check that it now spans the partition. Other filesystems are
+/// left at their size, with a note.
+fn grow_filesystem(
+    node: &Path,
+    kind: crate::fs::FsType,
+    bytes: u64,
+    progress: &dyn Progress,
+) -> Result<(), Error> {
+    if !kind.is_ext() {
+        progress.note(&format!(
+            "{}: the partition was grown, but its {kind} filesystem keeps its size (only ext2/3/4 are grown)",
+            node.display()
+        ));
+        return Ok(());
+    }
+    // -f: the filesystem was just restored from a clean image, so resize2fs's demand for a
+    // fresh e2fsck run is met; without it resize2fs refuses.
+    let out = Command::new("resize2fs")
+        .arg("-f")
+        .arg(node)
+        .output()
+        .map_err(io(Path::new("resize2fs"), "run"))?;
+    if !out.status.success() {
+        return Err(Error::failed(
+            node,
+            format!(
+                "the disk was restored, but resize2fs could not grow the filesystem: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    let dev = Device::open(node)?;
+    let fs = crate::fs::ext::ExtFs::open(&dev, crate::fs::ScanOptions::default())
+        .map_err(|e| Error::scan(node, e))?;
+    let bs = u64::from(crate::fs::UsedBlocks::block_size(&fs));
+    // resize2fs rounds the size down to whole pages (4 KiB).
+    let want = bytes / bs;
+    let slack = (4096 / bs).max(1);
+    if fs.blocks_count() > want || fs.blocks_count() + slack <= want {
+        return Err(Error::failed(
+            node,
+            format!(
+                "resize2fs left the filesystem at {} blocks; the partition holds {want}",
+                fs.blocks_count(),
+            ),
+        ));
+    }
+    progress.note(&format!(
+        "{}: filesystem grown to {} blocks of {bs} bytes (the whole partition)",
+        node.display(),
+        fs.blocks_count()
+    ));
+    Ok(())
 }
 
 /// Whether `tool` is on PATH (or in /sbin, /usr/sbin).
@@ -85,6 +144,12 @@ pub fn restore_disk(
         ));
     }
     let entry = |n: u32| m.entry(n).expect("checked by Manifest::read");
+    if opts.grow && !have_tool("resize2fs") {
+        return Err(Error::refused(
+            dir,
+            "--grow enlarges the last filesystem with resize2fs (e2fsprogs), which is not installed. Nothing was written",
+        ));
+    }
     for p in m.partitions.iter().filter(|p| p.action == Action::Image) {
         let img = dir.join(p.image.as_deref().unwrap_or_default());
         let info = crate::inspect_image(&ImageSource::File(img.clone()))?;
@@ -119,7 +184,8 @@ pub fn restore_disk(
     check_disk_mounts(disk, Access::Write, progress)?;
 
     // The table: written through the whole disk, opened exclusively.
-    let table_action = {
+    let mut grew = None;
+    let (table, table_action) = {
         let mut file = crate::target::open_exclusive(disk)?;
         let size = crate::sys::block_device_size(&file).map_err(io(disk, "BLKGETSIZE64"))?;
         let last = m
@@ -146,10 +212,23 @@ pub fn restore_disk(
                 ),
             ));
         }
+        let mut target_table = m.table.clone();
+        if opts.grow {
+            if let Some((t, n)) = table::grown(&m.table, size).map_err(|e| Error::table(disk, e))? {
+                target_table = t;
+                grew = Some(n);
+            }
+        } else if size > m.disk_bytes.saturating_add(1 << 20) {
+            progress.note(&format!(
+                "{} is {} larger than the saved disk; that space is left unused (--grow gives it to the last partition)",
+                disk.display(),
+                crate::human_bytes(size - m.disk_bytes)
+            ));
+        }
         let current = table::read_table(&mut file, size).ok().flatten();
         let action = if current
             .as_ref()
-            .is_some_and(|t| same_table(t, &m.table, size == m.disk_bytes))
+            .is_some_and(|t| same_table(t, &target_table, size == m.disk_bytes))
         {
             "kept the identical partition table already on the disk"
         } else {
@@ -158,7 +237,7 @@ pub fn restore_disk(
                 let n = b.len().min(440);
                 code[..n].copy_from_slice(&b[..n]);
             }
-            table::write_table(&mut file, &m.table, size, &code)
+            table::write_table(&mut file, &target_table, size, &code)
                 .map_err(|e| Error::table(disk, e))?;
             "wrote the partition table"
         };
@@ -170,8 +249,7 @@ pub fn restore_disk(
                 .map_err(io(disk, "write the boot area of"))?;
         }
         file.sync_all().map_err(io(disk, "fsync"))?;
-        let wanted: Vec<(u32, u64, u64)> = m
-            .table
+        let wanted: Vec<(u32, u64, u64)> = target_table
             .partitions
             .iter()
             .map(|e| {
@@ -194,8 +272,18 @@ pub fn restore_disk(
                 ),
             )
         })?;
-        progress.note(&format!("{}: {action}; {how}", disk.display()));
-        format!("{action}; {how}")
+        let grown = grew.map_or_else(String::new, |n| {
+            format!("; partition {n} grown to the end of the disk")
+        });
+        progress.note(&format!("{}: {action}{grown}; {how}", disk.display()));
+        (target_table, format!("{action}{grown}; {how}"))
+    };
+    let entry = |n: u32| {
+        table
+            .partitions
+            .iter()
+            .find(|e| e.number == n)
+            .expect("the same partitions as the manifest")
     };
 
     let mut reports = Vec::new();
@@ -214,7 +302,16 @@ pub fn restore_disk(
                     img.display(),
                     node.display()
                 ));
-                crate::restore(&ImageSource::File(img), &node, &opts.restore, progress)?;
+                // The disk as a whole was checked above; what the new partition held before
+                // is being replaced on purpose.
+                let part_opts = RestoreOptions {
+                    force: true,
+                    ..opts.restore.clone()
+                };
+                crate::restore(&ImageSource::File(img), &node, &part_opts, progress)?;
+                if grew == Some(p.number) {
+                    grow_filesystem(&node, p.filesystem.kind, e.size_bytes(), progress)?;
+                }
             }
             Action::Swap => {
                 let uuid = p

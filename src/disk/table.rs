@@ -386,6 +386,58 @@ fn read_mbr<D: Read + Seek>(disk: &mut D) -> Result<Table, TableError> {
     Ok(Table { kind, partitions })
 }
 
+/// The table with its last partition grown to the end of a disk of `disk_bytes` (Clonezilla's
+/// `-k1 -r` for a disk larger than the one saved): for GPT up to the last usable sector, with
+/// the backup header at the new end; for MBR up to the end of the disk (or 2 TiB). Returns the
+/// new table and the number of the grown partition; `None` when there is nothing to grow.
+///
+/// # Errors
+/// A last partition that is a logical one (its extended partition and EBR chain would have to
+/// move too).
+pub fn grown(t: &Table, disk_bytes: u64) -> Result<Option<(Table, u32)>, TableError> {
+    let sectors = disk_bytes / SECTOR;
+    let mut t = t.clone();
+    let Some(last) = t
+        .partitions
+        .iter_mut()
+        .filter(|e| !e.is_extended())
+        .max_by_key(|e| e.start_lba + e.sectors)
+    else {
+        return Ok(None);
+    };
+    let end = match &mut t.kind {
+        TableKind::Gpt {
+            last_usable_lba,
+            entries,
+            entry_size,
+            ..
+        } => {
+            let array = (u64::from(*entries) * u64::from(*entry_size)).div_ceil(SECTOR);
+            // Backup header in the last sector, its entry array just before it.
+            let usable = sectors
+                .checked_sub(2 + array)
+                .ok_or_else(|| TableError::DoesNotFit("the disk is too small for a GPT".into()))?;
+            *last_usable_lba = usable;
+            usable + 1
+        }
+        TableKind::Dos { .. } => {
+            if last.number > 4 {
+                return Err(TableError::DoesNotFit(format!(
+                    "the last partition ({}) is a logical partition; growing it would move its extended partition, which --grow does not do",
+                    last.number
+                )));
+            }
+            sectors.min(u64::from(u32::MAX))
+        }
+    };
+    if end <= last.start_lba + last.sectors {
+        return Ok(None);
+    }
+    last.sectors = end - last.start_lba;
+    let number = last.number;
+    Ok(Some((t, number)))
+}
+
 /// Checks a table that came from a manifest (which anyone can edit) before it is written:
 /// numbers, sizes and positions that the arithmetic of [`write_table`] relies on.
 ///

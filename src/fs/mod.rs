@@ -324,6 +324,12 @@ pub trait UsedBlocks: std::fmt::Debug + Send + Sync {
     fn recorded_used_blocks(&self) -> Option<u64> {
         None
     }
+
+    /// What the scan found that the user should know (blocks added beyond the bitmaps, parts
+    /// that could not be read).
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Opens a device for a scan: `Ok(None)` when it does not hold the family's filesystem.

@@ -8,6 +8,8 @@
 pub mod bitmap;
 pub mod checksum;
 pub mod group_desc;
+pub mod inode;
+pub mod journal;
 pub mod layout;
 pub mod superblock;
 
@@ -104,6 +106,20 @@ pub enum ExtError {
         /// Where the bitmap is.
         block: u64,
     },
+    /// An inode's block map or extent tree is malformed.
+    #[error("inode {ino}: {reason}")]
+    BadInode {
+        /// The inode.
+        ino: u32,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The journal cannot be read.
+    #[error("journal: {reason}")]
+    BadJournal {
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// Reading the device failed.
     #[error("read of {len} bytes at byte offset {offset} failed")]
     Io {
@@ -123,9 +139,12 @@ pub struct ExtFs {
     sb: Superblock,
     layout: Layout,
     groups: Vec<GroupDesc>,
-    /// Blocks e2fsprogs marks in use for `BLOCK_UNINIT` groups (their superblock backup and
-    /// descriptors, bitmaps and inode table wherever they lie), sorted and merged.
-    uninit_meta: Vec<Extent>,
+    /// Blocks used whatever the on-disk bitmaps say, sorted and merged: what e2fsprogs marks
+    /// in use for `BLOCK_UNINIT` groups (their superblock backup and descriptors, bitmaps and
+    /// inode table wherever they lie), and what a journal replay would mark used.
+    always_used: Vec<Extent>,
+    /// What the scan found worth telling (the journal it read, ...).
+    notes: Vec<String>,
     /// Inode-table blocks that hold no inode ever used, sorted and merged (see
     /// [`ExtFs::unused_inode_tables`]).
     unused_itable: Vec<Extent>,
@@ -192,6 +211,10 @@ impl UsedBlocks for ExtFs {
     fn recorded_used_blocks(&self) -> Option<u64> {
         Some(self.superblock_used_blocks())
     }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
+    }
 }
 
 fn read_at(dev: &(impl ReadAt + ?Sized), buf: &mut [u8], offset: u64) -> Result<(), ExtError> {
@@ -235,16 +258,61 @@ impl ExtFs {
             ));
         }
         let groups = read_descriptors(dev, &sb, &layout, opts)?;
-        let uninit_meta = uninit_metadata(&layout, &groups);
+        let always_used = uninit_metadata(&layout, &groups);
         let unused_itable = unused_inode_tables(&sb, &layout, &groups);
         Ok(Self {
             sb,
             layout,
             groups,
-            uninit_meta,
+            always_used,
+            notes: Vec::new(),
             unused_itable,
             opts,
-        })
+        }
+        .with_journal(dev))
+    }
+
+    /// A filesystem whose journal needs recovery: the blocks its committed transactions mark
+    /// used are added to the used set (see [`journal`]), so that an image replays to the same
+    /// filesystem the source would. A journal that cannot be read leaves a note instead.
+    fn with_journal(mut self, dev: &(impl ReadAt + ?Sized)) -> Self {
+        if !self.sb.needs_recovery() || self.sb.journal_inum == 0 {
+            return self;
+        }
+        match journal::pending_allocations(&self, dev) {
+            Ok((extra, transactions)) => {
+                let before = self.used_count(dev);
+                let mut all = std::mem::take(&mut self.always_used);
+                all.extend(extra);
+                all.sort_unstable_by_key(|e| e.start);
+                self.always_used = merge_sorted(all);
+                let added = match (before, self.used_count(dev)) {
+                    (Some(b), Some(a)) => crate::plural(a.saturating_sub(b), "block"),
+                    _ => "the blocks".to_string(),
+                };
+                self.notes.push(format!(
+                    "the journal needs recovery: {} pending in it mark {added} used that the on-disk bitmaps do not; they are kept (with the journal), so that a replay finds them",
+                    crate::plural(transactions, "committed transaction"),
+                ));
+            }
+            Err(e) => self.notes.push(format!(
+                "the journal needs recovery but cannot be read ({e}); blocks its pending transactions allocate may be missing from the image"
+            )),
+        }
+        self
+    }
+
+    /// Used blocks by a scan of every bitmap (`None` when one cannot be read).
+    fn used_count(&self, dev: &(impl ReadAt + ?Sized)) -> Option<u64> {
+        self.used_extents(dev)
+            .map(|e| e.map(|e| e.len))
+            .sum::<Result<u64, _>>()
+            .ok()
+    }
+
+    /// What the scan found worth telling.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
     }
 
     /// The superblock.
@@ -353,9 +421,9 @@ impl ExtFs {
         let end = first + count;
         // Metadata of BLOCK_UNINIT groups that lies in this group.
         let from = self
-            .uninit_meta
+            .always_used
             .partition_point(|e| e.start + e.len <= first);
-        for e in self.uninit_meta[from..]
+        for e in self.always_used[from..]
             .iter()
             .take_while(|e| e.start < end)
         {

@@ -36,6 +36,7 @@ const S_FEATURE_RO_COMPAT: usize = 0x64;
 const S_UUID: usize = 0x68;
 const S_VOLUME_NAME: usize = 0x78;
 const S_RESERVED_GDT_BLOCKS: usize = 0xCE;
+const S_JOURNAL_INUM: usize = 0xE0;
 const S_LAST_ORPHAN: usize = 0xE8;
 const S_DESC_SIZE: usize = 0xFE;
 const S_FIRST_META_BG: usize = 0x104;
@@ -172,6 +173,8 @@ pub struct Superblock {
     pub reserved_gdt_blocks: u16,
     /// `s_last_orphan`: head of the orphan inode list.
     pub last_orphan: u32,
+    /// `s_journal_inum`: the inode of the internal journal (0: none).
+    pub journal_inum: u32,
     /// Group descriptor size: `s_desc_size` when 64bit, else 32.
     pub desc_size: u32,
     /// `s_first_meta_bg`.
@@ -365,6 +368,11 @@ impl Superblock {
             label,
             reserved_gdt_blocks: u16_at(raw, S_RESERVED_GDT_BLOCKS),
             last_orphan: u32_at(raw, S_LAST_ORPHAN),
+            journal_inum: if feature_compat & compat::HAS_JOURNAL != 0 {
+                u32_at(raw, S_JOURNAL_INUM)
+            } else {
+                0
+            },
             desc_size,
             first_meta_bg: u32_at(raw, S_FIRST_META_BG),
             backup_bgs: [u32_at(raw, S_BACKUP_BGS), u32_at(raw, S_BACKUP_BGS + 4)],
