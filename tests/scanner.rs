@@ -508,7 +508,7 @@ fn pending_journal_transactions_add_the_blocks_their_bitmaps_mark() {
         };
         // Log: superblock 0; t1 = descriptor 1, data 2, commit 3; t2 = 4, 5, commit 6.
         let commit2 = phys(6);
-        let mut f = common::open_rw(&img);
+        let f = common::open_rw(&img);
         use std::os::unix::fs::FileExt;
         f.write_all_at(&[0u8; 4], commit2 * bs).unwrap();
         drop(f);
