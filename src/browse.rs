@@ -36,6 +36,8 @@ pub struct ImageBlocks {
     cache: lru::LruCache<usize, Rc<Decoded>>,
     dctx: zstd::bulk::Decompressor<'static>,
     decoded: Rc<Cell<u64>>,
+    /// Bytes shown to the reader instead of the image's: (byte offset, bytes).
+    patch: Option<(u64, Vec<u8>)>,
 }
 
 impl ImageBlocks {
@@ -75,6 +77,29 @@ impl ImageBlocks {
 
 impl Ext4Read for ImageBlocks {
     fn read(
+        &mut self,
+        start_byte: u64,
+        dst: &mut [u8],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
+        self.read_image(start_byte, dst)?;
+        if let Some((at, bytes)) = &self.patch {
+            let end = at + bytes.len() as u64;
+            let dst_end = start_byte + dst.len() as u64;
+            if *at < dst_end && start_byte < end {
+                let from = (*at).max(start_byte);
+                let to = end.min(dst_end);
+                dst[(from - start_byte) as usize..(to - start_byte) as usize]
+                    .copy_from_slice(&bytes[(from - at) as usize..(to - at) as usize]);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ImageBlocks {
+    /// The source's bytes at `start_byte`, from the chunks that hold them (zeros where the
+    /// image stores nothing).
+    fn read_image(
         &mut self,
         start_byte: u64,
         dst: &mut [u8],
@@ -139,6 +164,30 @@ impl Ext4Read for ImageBlocks {
         }
         Ok(())
     }
+}
+
+/// ext4-view refuses 128-byte inodes on a filesystem with metadata checksums ("inode 2 is
+/// truncated"), which e2fsprogs and the kernel read (the checksum's high half is simply
+/// absent). The chunks the image is read from carry their own checksums, so for such a
+/// filesystem the reader is shown a superblock without `metadata_csum`: it then reads the
+/// inodes without their checksums. Returns that superblock feature word, when needed.
+fn small_inode_patch(reader: &mut ImageBlocks) -> Option<(u64, Vec<u8>)> {
+    use crate::fs::ext::superblock::{SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, Superblock, ro_compat};
+    /// `s_feature_ro_compat` (super.rst).
+    const S_FEATURE_RO_COMPAT: u64 = 0x64;
+    /// Inodes smaller than this have no room for `i_checksum_hi` (inodes.rst, 0x82 + 2).
+    const CHECKSUM_HI_END: u16 = 0x84;
+    let mut raw = [0u8; SUPERBLOCK_SIZE];
+    reader.read_image(SUPERBLOCK_OFFSET, &mut raw).ok()?;
+    let sb = Superblock::parse(&raw).ok()?;
+    if sb.inode_size >= CHECKSUM_HI_END || !sb.has_ro_compat(ro_compat::METADATA_CSUM) {
+        return None;
+    }
+    let word = sb.feature_ro_compat & !ro_compat::METADATA_CSUM;
+    Some((
+        SUPERBLOCK_OFFSET + S_FEATURE_RO_COMPAT,
+        word.to_le_bytes().to_vec(),
+    ))
 }
 
 /// The random-access side of an image that [`Browser::open`] checked has one.
@@ -214,13 +263,15 @@ impl Browser {
             ));
         }
         let decoded = Rc::new(Cell::new(0));
-        let reader = ImageBlocks {
+        let mut reader = ImageBlocks {
             image,
             cache: lru::LruCache::new(NonZeroUsize::new(CACHE_CHUNKS).expect("non-zero")),
             dctx: zstd::bulk::Decompressor::new()
                 .map_err(|e| IoError::new(path, "create a zstd context for", None, e))?,
             decoded: Rc::clone(&decoded),
+            patch: None,
         };
+        reader.patch = small_inode_patch(&mut reader);
         let fs = Ext4::load(Box::new(reader)).map_err(|e| browse_error(path, "/", &e))?;
         Ok(Self {
             image: path.to_path_buf(),
@@ -239,17 +290,36 @@ impl Browser {
         self.decoded.get()
     }
 
-    /// The entries of directory `dir` (without "." and ".."), sorted by name.
+    /// The entries of directory `dir` (without "." and ".."), sorted by name; for a file, the
+    /// file itself.
     ///
     /// # Errors
-    /// A missing path, a path that is not a directory, or a read failure.
+    /// A missing path, or a read failure.
     pub fn list(&self, dir: &str) -> Result<Vec<Entry>, Error> {
         let err = |e: Ext4Error| browse_error(&self.image, dir, &e);
-        let meta = self.fs.metadata(dir).map_err(err)?;
+        let path = self.ext_path(dir)?;
+        let meta = self.fs.metadata(&path).map_err(err)?;
         if !meta.is_dir() {
             let name = dir.rsplit('/').next().unwrap_or(dir).to_string();
-            return Ok(vec![self.entry(name, dir, &meta)?]);
+            return Ok(vec![self.entry(name, &path, &meta)?]);
         }
+        Ok(self.children(&path)?.into_iter().map(|c| c.entry).collect())
+    }
+
+    /// `path` as a path inside the filesystem.
+    fn ext_path(&self, path: &str) -> Result<ext4_view::PathBuf, Error> {
+        ext4_view::PathBuf::try_from(path).map_err(|e| Error::Browse {
+            image: self.image.clone(),
+            message: format!("{path:?} is not a path inside the filesystem ({e})"),
+        })
+    }
+
+    /// The entries of a directory with their metadata, sorted by name. Each child's inode is
+    /// read once, by number, not looked up again by path (which costs a scan of the directory
+    /// per child).
+    fn children(&self, dir: &ext4_view::PathBuf) -> Result<Vec<Child>, Error> {
+        let shown = dir.display().to_string();
+        let err = |e: Ext4Error| browse_error(&self.image, &shown, &e);
         let mut out = Vec::new();
         for entry in self.fs.read_dir(dir).map_err(err)? {
             let entry = entry.map_err(err)?;
@@ -257,21 +327,32 @@ impl Browser {
             if name.as_ref() == b"." || name.as_ref() == b".." {
                 continue;
             }
+            let meta = entry.metadata().map_err(err)?;
             let path = entry.path();
-            let path_str = String::from_utf8_lossy(path.as_ref()).into_owned();
-            let meta = self.fs.symlink_metadata(&path).map_err(err)?;
-            out.push(self.entry(name.display().to_string(), &path_str, &meta)?);
+            let raw_name = name.as_ref().to_vec();
+            let entry = self.entry(name.display().to_string(), &path, &meta)?;
+            out.push(Child {
+                entry,
+                meta,
+                path,
+                raw_name,
+            });
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out.sort_by(|a, b| a.entry.name.cmp(&b.entry.name));
         Ok(out)
     }
 
-    fn entry(&self, name: String, path: &str, meta: &Metadata) -> Result<Entry, Error> {
+    fn entry(
+        &self,
+        name: String,
+        path: &ext4_view::PathBuf,
+        meta: &Metadata,
+    ) -> Result<Entry, Error> {
         let target = if meta.is_symlink() {
             let t = self
                 .fs
                 .read_link(path)
-                .map_err(|e| browse_error(&self.image, path, &e))?;
+                .map_err(|e| browse_error(&self.image, &path.display().to_string(), &e))?;
             Some(String::from_utf8_lossy(t.as_ref()).into_owned())
         } else {
             None
@@ -293,9 +374,15 @@ impl Browser {
     /// # Errors
     /// A missing path, a directory, a read failure, or a write failure of `out`.
     pub fn cat(&self, path: &str, out: &mut dyn Write) -> Result<u64, Error> {
+        self.copy_out(&self.ext_path(path)?, out)
+    }
+
+    fn copy_out(&self, p: &ext4_view::PathBuf, out: &mut dyn Write) -> Result<u64, Error> {
+        let path = p.display().to_string();
+        let path = path.as_str();
         let mut file = self
             .fs
-            .open(path)
+            .open(p)
             .map_err(|e| browse_error(&self.image, path, &e))?;
         let mut buf = vec![0u8; 1 << 20];
         let mut total = 0;
@@ -319,18 +406,19 @@ impl Browser {
     /// # Errors
     /// A missing path, an existing destination file, or a read or write failure.
     pub fn extract(&self, path: &str, dest: &Path) -> Result<u64, Error> {
+        let p = self.ext_path(path)?;
         let meta = self
             .fs
-            .symlink_metadata(path)
+            .symlink_metadata(&p)
             .map_err(|e| browse_error(&self.image, path, &e))?;
         let mut count = 0;
-        self.extract_one(path, &meta, dest, &mut count)?;
+        self.extract_one(&p, &meta, dest, &mut count)?;
         Ok(count)
     }
 
     fn extract_one(
         &self,
-        path: &str,
+        path: &ext4_view::PathBuf,
         meta: &Metadata,
         dest: &Path,
         count: &mut u64,
@@ -340,13 +428,11 @@ impl Browser {
         match meta.file_type() {
             FileType::Directory => {
                 std::fs::create_dir(dest).map_err(io("create directory"))?;
-                for entry in self.list(path)? {
-                    let child = format!("{}/{}", path.trim_end_matches('/'), entry.name);
-                    let child_meta = self
-                        .fs
-                        .symlink_metadata(child.as_str())
-                        .map_err(|e| browse_error(&self.image, &child, &e))?;
-                    self.extract_one(&child, &child_meta, &dest.join(&entry.name), count)?;
+                for child in self.children(path)? {
+                    let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
+                        &child.raw_name,
+                    );
+                    self.extract_one(&child.path, &child.meta, &dest.join(name), count)?;
                 }
             }
             FileType::Regular => {
@@ -355,13 +441,13 @@ impl Browser {
                     .create_new(true)
                     .open(dest)
                     .map_err(io("create"))?;
-                self.cat(path, &mut file)?;
+                self.copy_out(path, &mut file)?;
             }
             FileType::Symlink => {
                 let target = self
                     .fs
                     .read_link(path)
-                    .map_err(|e| browse_error(&self.image, path, &e))?;
+                    .map_err(|e| browse_error(&self.image, &path.display().to_string(), &e))?;
                 let target =
                     <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(target.as_ref());
                 std::os::unix::fs::symlink(target, dest).map_err(io("create symlink"))?;
@@ -402,6 +488,15 @@ impl Browser {
     }
 }
 
+/// A directory entry with what extract needs to go on without looking it up again.
+struct Child {
+    entry: Entry,
+    meta: Metadata,
+    path: ext4_view::PathBuf,
+    /// The name as stored (not necessarily UTF-8).
+    raw_name: Vec<u8>,
+}
+
 /// An ext4-view error on `inside` within the image at `image`, as a clear message.
 fn browse_error(image: &Path, inside: &str, e: &Ext4Error) -> Error {
     let what = match e {
@@ -409,8 +504,9 @@ fn browse_error(image: &Path, inside: &str, e: &Ext4Error) -> Error {
         Ext4Error::NotADirectory => format!("{inside}: not a directory"),
         Ext4Error::IsADirectory => format!("{inside}: is a directory"),
         Ext4Error::Incompatible(why) => format!(
-            "the filesystem in this image uses features the built-in reader does not support ({why}); \
-             restore the image and mount it to read its files"
+            "the filesystem in this image uses features the built-in reader does not support ({}); \
+             restore the image and mount it to read its files",
+            journal_feature_names(&why.to_string())
         ),
         Ext4Error::Encrypted => format!("{inside}: encrypted"),
         other => format!("{inside}: {other}"),
@@ -419,4 +515,37 @@ fn browse_error(image: &Path, inside: &str, e: &Ext4Error) -> Error {
         image: image.to_path_buf(),
         message: what,
     }
+}
+
+/// jbd2 incompatible journal features (journal.rst), by bit.
+const JOURNAL_FEATURES: [(u32, &str); 6] = [
+    (0x1, "revoke"),
+    (0x2, "64bit"),
+    (0x4, "async_commit"),
+    (0x8, "checksum_v2"),
+    (0x10, "checksum_v3"),
+    (0x20, "fast_commit"),
+];
+
+/// ext4-view names journal features by number ("missing required journal features: 18"): name
+/// them ("64bit, checksum_v3") and say why the journal matters at all.
+fn journal_feature_names(why: &str) -> String {
+    let Some((head, number)) = why.rsplit_once(": ") else {
+        return why.to_string();
+    };
+    let Ok(bits) = number.trim().parse::<u32>() else {
+        return why.to_string();
+    };
+    if !head.contains("journal features") {
+        return why.to_string();
+    }
+    let names: Vec<&str> = JOURNAL_FEATURES
+        .iter()
+        .filter(|(bit, _)| bits & bit != 0)
+        .map(|(_, name)| *name)
+        .collect();
+    format!(
+        "{head}: {}; the journal needs recovery, and replaying it in memory needs them",
+        names.join(", ")
+    )
 }

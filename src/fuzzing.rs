@@ -114,7 +114,13 @@ pub fn image(data: &[u8]) {
 /// must come out ascending and inside the filesystem.
 pub fn ext_scan(data: &[u8]) {
     for verify_checksums in [true, false] {
-        let Ok(fs) = ExtFs::open(data, ScanOptions { verify_checksums }) else {
+        let Ok(fs) = ExtFs::open(
+            data,
+            ScanOptions {
+                verify_checksums,
+                cross_check: crate::fs::CrossCheck::Always,
+            },
+        ) else {
             continue;
         };
         let mut prev_end = 0;

@@ -133,7 +133,8 @@ pub fn check_distinct(image: &Path, device: &Path) -> Result<(), Error> {
 }
 
 /// Refuses an image path that is not a regular file (or "-"): a block or character device, a
-/// directory, or anything under /dev is almost always a device given where an image belongs.
+/// directory, or a new name among the device nodes of /dev is almost always a device given
+/// where an image belongs.
 ///
 /// # Errors
 /// [`Error::Refused`] asking whether the arguments were swapped.
@@ -146,7 +147,11 @@ pub fn check_image_path(image: &Path, usage: &str) -> Result<(), Error> {
         Ok(m) if m.file_type().is_char_device() => Some("a character device"),
         Ok(m) if m.is_dir() => Some("a directory"),
         Ok(m) if !m.is_file() => Some("not a regular file"),
-        _ if image.starts_with("/dev") => Some("under /dev"),
+        // A new file on /dev's device filesystem is not a device: a later restore to that
+        // name would write into memory and report success. (/dev/shm is an ordinary tmpfs.)
+        _ if crate::sys::fs_type_of(image).as_deref() == Some("devtmpfs") => {
+            Some("a path in /dev's device filesystem")
+        }
         _ => None,
     };
     match what {

@@ -30,14 +30,29 @@ pub struct SourceInfo {
     pub notes: Vec<String>,
 }
 
-/// Describes what a save of `path` would copy, scanning every allocation map.
+/// Describes what a save of `path` would copy, scanning every allocation map. Damage that a
+/// save with `--force` tolerates (checksum mismatches, wrong counters) is described in the
+/// notes, not refused.
 ///
 /// # Errors
-/// When the path cannot be opened or read, or holds a filesystem that cannot be trusted.
+/// When the path cannot be opened or read, or holds a filesystem whose allocation maps cannot
+/// be read at all (the message suggests `--raw`).
 pub fn inspect_source(path: &Path) -> Result<SourceInfo, Error> {
     let dev = Device::open(path)?;
-    let scan = fs::probe(&dev, ScanOptions::default()).map_err(|e| Error::scan(path, e))?;
-    let fs = scan.info(&dev).map_err(|e| Error::scan(path, e))?;
+    let unreadable = |e: fs::ScanError| {
+        if e.is_io() {
+            Error::scan(path, e)
+        } else {
+            Error::refused(
+                path,
+                format!(
+                    "{e}: rimage cannot read its allocation maps; `rimage save --raw` images it block by block"
+                ),
+            )
+        }
+    };
+    let scan = fs::probe(&dev, ScanOptions::lenient()).map_err(unreadable)?;
+    let fs = scan.info(&dev).map_err(unreadable)?;
     Ok(SourceInfo {
         path: path.to_path_buf(),
         device_kind: dev.kind(),

@@ -19,7 +19,9 @@ use crate::Error;
 use crate::atomic::AtomicFile;
 use crate::error::IoError;
 use crate::fs::raw::RawLayout;
-use crate::fs::{self, Extent, ExtentIter, FsInfo, FsType, ScanError, ScanOptions, UsedBlocks};
+use crate::fs::{
+    self, CrossCheck, Extent, ExtentIter, FsInfo, FsType, ScanError, ScanOptions, UsedBlocks,
+};
 use crate::guard::{self, Access, check_not_mounted};
 use crate::image::chunk::{ChunkExtent, EncodedChunk, ZERO_EXTENT, compressor, encode_chunk};
 use crate::image::header::{FLAG_FORCED_UNCLEAN, Header};
@@ -46,6 +48,9 @@ pub struct SaveOptions {
     pub raw: bool,
     /// Replace an existing image file.
     pub overwrite: bool,
+    /// Check the allocation maps against the files even when the filesystem is clean (always
+    /// done when it is not, and with `force`), and copy what they miss.
+    pub thorough: bool,
 }
 
 impl Default for SaveOptions {
@@ -57,6 +62,7 @@ impl Default for SaveOptions {
             force: false,
             raw: false,
             overwrite: false,
+            thorough: false,
         }
     }
 }
@@ -149,13 +155,25 @@ pub fn save_device(
     let scan: Box<dyn UsedBlocks> = if opts.raw {
         Box::new(RawLayout::new(dev.size_bytes()))
     } else {
-        fs::probe(
-            dev,
-            ScanOptions {
-                verify_checksums: !opts.force,
+        let scan_opts = ScanOptions {
+            verify_checksums: !opts.force,
+            cross_check: if opts.force || opts.thorough {
+                CrossCheck::Always
+            } else {
+                CrossCheck::IfUnclean
             },
-        )
-        .map_err(|e| Error::scan(source, e))?
+        };
+        fs::probe(dev, scan_opts).map_err(|e| {
+            if e.is_io() {
+                return Error::scan(source, e);
+            }
+            let hint = if opts.force {
+                "even --force cannot read its allocation maps; --raw images it block by block"
+            } else {
+                "repair it, or pass --force to image what can be read (checksum errors tolerated), or --raw to image it block by block"
+            };
+            Error::refused(source, format!("{e}: {hint}"))
+        })?
     };
     progress.start("scanning", 0);
     let info = scan.info(dev).map_err(|e| Error::scan(source, e))?;
@@ -412,16 +430,35 @@ struct Chunker<'a> {
     pool: Arc<BufferPool>,
     /// Most extents per chunk ([`MAX_CHUNK_EXTENTS`]; smaller in tests).
     max_extents: usize,
+    /// Where blocks that should read as zeros are read to be checked.
+    scratch: Vec<u8>,
+}
+
+/// Bytes of blocks that should read as zeros checked at a time.
+const ZERO_CHECK_WINDOW: usize = 1 << 20;
+
+fn data_extent(start: u64, len: u64) -> ChunkExtent {
+    ChunkExtent {
+        extent: Extent { start, len },
+        zero: false,
+    }
+}
+
+fn zero_extent(start: u64, len: u64) -> ChunkExtent {
+    ChunkExtent {
+        extent: Extent { start, len },
+        zero: true,
+    }
 }
 
 impl Chunker<'_> {
     fn next_chunk(&mut self, progress: &dyn Progress) -> Result<Option<RawChunk>, Error> {
+        crate::interrupt::check()?;
         let bs = self.bs as usize;
         let mut data = self.pool.get();
         data.resize(self.target, 0);
         let mut filled = 0usize;
         let mut extents: Vec<ChunkExtent> = Vec::new();
-        crate::interrupt::check()?;
         while filled < self.target && extents.len() < self.max_extents {
             let piece = match self.pending.take() {
                 Some(p) => p,
@@ -431,65 +468,49 @@ impl Chunker<'_> {
                 },
             };
             let ext = piece.extent;
-            if piece.zero {
-                push_merged(&mut extents, piece);
-                progress.advance(ext.len * self.bs);
-                continue;
-            }
-            let mut n = ext.len.min(((self.target - filled) / bs) as u64);
-            if self.zero_skip {
-                // Each kept block can start an extent.
-                n = n.min((self.max_extents - extents.len()) as u64);
-            }
-            if n < ext.len {
-                let rest = Extent {
-                    start: ext.start + n,
-                    len: ext.len - n,
-                };
-                self.pending = Some(ChunkExtent {
-                    extent: rest,
-                    zero: false,
-                });
-            }
-            let buf = &mut data[filled..filled + n as usize * bs];
-            self.read_blocks(ext.start, buf)?;
-            progress.advance(n * self.bs);
-            if self.zero_skip {
-                let mut kept = 0usize;
-                for i in 0..n as usize {
-                    let block = i * bs;
-                    if is_zero(&buf[block..block + bs]) {
-                        continue;
-                    }
-                    if kept != i {
-                        buf.copy_within(block..block + bs, kept * bs);
-                    }
-                    kept += 1;
-                    let one = Extent {
-                        start: ext.start + i as u64,
-                        len: 1,
-                    };
-                    push_merged(
-                        &mut extents,
-                        ChunkExtent {
-                            extent: one,
-                            zero: false,
-                        },
-                    );
-                }
-                filled += kept * bs;
+            // Blocks that should read as zeros are read and checked: a zero block becomes a
+            // zero extent, any other is stored (a descriptor that wrongly calls inodes unused
+            // must not cost their contents).
+            let handled = if piece.zero {
+                self.check_zeros(ext, &mut data, &mut filled, &mut extents)?
             } else {
-                push_merged(
-                    &mut extents,
-                    ChunkExtent {
-                        extent: Extent {
-                            start: ext.start,
-                            len: n,
-                        },
-                        zero: false,
+                let room = ((self.target - filled) / bs) as u64;
+                let mut n = ext.len.min(room);
+                if self.zero_skip {
+                    // Each kept block can start an extent.
+                    n = n.min((self.max_extents - extents.len()) as u64);
+                }
+                let buf = &mut data[filled..filled + n as usize * bs];
+                self.read_blocks(ext.start, buf)?;
+                if self.zero_skip {
+                    let mut kept = 0usize;
+                    for i in 0..n as usize {
+                        let block = i * bs;
+                        if is_zero(&buf[block..block + bs]) {
+                            continue;
+                        }
+                        if kept != i {
+                            buf.copy_within(block..block + bs, kept * bs);
+                        }
+                        kept += 1;
+                        push_merged(&mut extents, data_extent(ext.start + i as u64, 1));
+                    }
+                    filled += kept * bs;
+                } else {
+                    push_merged(&mut extents, data_extent(ext.start, n));
+                    filled += buf.len();
+                }
+                n
+            };
+            progress.advance(handled * self.bs);
+            if handled < ext.len {
+                self.pending = Some(ChunkExtent {
+                    extent: Extent {
+                        start: ext.start + handled,
+                        len: ext.len - handled,
                     },
-                );
-                filled += buf.len();
+                    zero: piece.zero,
+                });
             }
         }
         if extents.is_empty() {
@@ -504,6 +525,50 @@ impl Chunker<'_> {
             data,
             filled,
         }))
+    }
+
+    /// Handles the start of `ext`, blocks that should read as zeros: a window of them is read
+    /// (unless the source knows it is a hole), zero blocks become zero extents and the others
+    /// data, while the chunk has room. Returns how many blocks were handled.
+    fn check_zeros(
+        &mut self,
+        ext: Extent,
+        data: &mut [u8],
+        filled: &mut usize,
+        extents: &mut Vec<ChunkExtent>,
+    ) -> Result<u64, Error> {
+        let bs = self.bs as usize;
+        // Each block can start an extent; one more may be needed to end a run.
+        let room_extents = (self.max_extents - extents.len()).saturating_sub(1).max(1);
+        let n = ext
+            .len
+            .min((ZERO_CHECK_WINDOW / bs) as u64)
+            .min(room_extents as u64);
+        if self.src.known_zero(ext.start * self.bs, n * self.bs) {
+            push_merged(extents, zero_extent(ext.start, n));
+            return Ok(n);
+        }
+        let mut window = std::mem::take(&mut self.scratch);
+        window.resize(n as usize * bs, 0);
+        let read = self.read_blocks(ext.start, &mut window);
+        let mut handled = 0;
+        if read.is_ok() {
+            for (i, block) in window.chunks_exact(bs).enumerate() {
+                let at = ext.start + i as u64;
+                if is_zero(block) {
+                    push_merged(extents, zero_extent(at, 1));
+                } else if *filled + bs <= data.len() {
+                    data[*filled..*filled + bs].copy_from_slice(block);
+                    *filled += bs;
+                    push_merged(extents, data_extent(at, 1));
+                } else {
+                    break;
+                }
+                handled += 1;
+            }
+        }
+        self.scratch = window;
+        read.map(|()| handled)
     }
 
     /// Reads whole blocks from `start`; a last partial block past the source size reads as zeros.
@@ -611,6 +676,7 @@ fn pipeline<W: Write + Send>(
         seq: 0,
         pool: Arc::clone(&raw_buffers),
         max_extents: MAX_CHUNK_EXTENTS as usize,
+        scratch: Vec::new(),
     };
     // A few chunks per thread in flight: enough to keep every worker busy while the writer
     // waits for the oldest, bounded whatever the source size.
@@ -738,6 +804,7 @@ mod tests {
             seq: 0,
             pool: Arc::default(),
             max_extents,
+            scratch: Vec::new(),
         };
         let mut out = Vec::new();
         while let Some(raw) = c.next_chunk(&NoProgress).unwrap() {
@@ -764,7 +831,9 @@ mod tests {
     #[test]
     fn chunks_fill_to_the_target_and_keep_zero_extents_unread() {
         let bs = 512u64;
-        let src: Vec<u8> = (0..64 * 512).map(|i| (i / 512 + 1) as u8).collect();
+        let mut src: Vec<u8> = (0..64 * 512).map(|i| (i / 512 + 1) as u8).collect();
+        // The blocks expected to read as zeros do.
+        src[4 * 512..8 * 512].fill(0);
         let got = chunks(
             &src,
             bs,
@@ -800,6 +869,63 @@ mod tests {
         );
         // The chunk that crosses the gap holds both extents.
         assert_eq!(got[4].0.len(), 2);
+    }
+
+    #[test]
+    fn blocks_expected_to_be_zero_are_stored_when_they_are_not() {
+        let bs = 512usize;
+        let mut src = vec![0u8; 64 * bs];
+        // An "unused" inode table of 20 blocks whose blocks 3 and 11..13 hold data (a
+        // descriptor that undercounts its inodes).
+        for b in [3usize, 11, 12, 13] {
+            src[(20 + b) * bs..(21 + b) * bs].fill(0xEE);
+        }
+        src[..20 * bs].fill(1);
+        let got = chunks(
+            &src,
+            512,
+            vec![ext(0, 40)],
+            &[ext(20, 20)],
+            1 << 20,
+            false,
+            1000,
+        );
+        check_data(&src, bs, &got);
+        let all: Vec<(u64, u64, bool)> = got
+            .iter()
+            .flat_map(|(e, _)| e.iter().map(|e| (e.extent.start, e.extent.len, e.zero)))
+            .collect();
+        assert_eq!(
+            all,
+            vec![
+                (0, 20, false),
+                (20, 3, true),
+                (23, 1, false),
+                (24, 7, true),
+                (31, 3, false),
+                (34, 6, true),
+            ]
+        );
+        // With a small chunk the data still all arrives, in several chunks.
+        let small = chunks(
+            &src,
+            512,
+            vec![ext(0, 40)],
+            &[ext(20, 20)],
+            4 * bs,
+            false,
+            1000,
+        );
+        check_data(&src, bs, &small);
+        let data: u64 = small
+            .iter()
+            .flat_map(|(e, _)| e.iter().filter(|e| !e.zero).map(|e| e.extent.len))
+            .sum();
+        let zero: u64 = small
+            .iter()
+            .flat_map(|(e, _)| e.iter().filter(|e| e.zero).map(|e| e.extent.len))
+            .sum();
+        assert_eq!((data, zero), (24, 16));
     }
 
     #[test]
@@ -865,6 +991,7 @@ mod tests {
             seq: 0,
             pool: Arc::default(),
             max_extents: 64,
+            scratch: Vec::new(),
         };
         let err = c.next_chunk(&NoProgress).err().expect("read fails");
         assert!(

@@ -20,6 +20,12 @@ pub trait ReadAt {
     /// # Errors
     /// Any I/O error, or `UnexpectedEof` when `offset + buf.len()` is beyond [`ReadAt::size`].
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+
+    /// Whether `len` bytes at `offset` are known to read as zeros without reading them (a hole
+    /// in a sparse file). `false` means "read them to find out".
+    fn known_zero(&self, _offset: u64, _len: u64) -> bool {
+        false
+    }
 }
 
 impl ReadAt for [u8] {
@@ -187,6 +193,13 @@ impl ReadAt for Device {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         self.file.read_exact_at(buf, self.base + offset)
+    }
+
+    fn known_zero(&self, offset: u64, len: u64) -> bool {
+        self.kind == DeviceKind::File
+            && offset
+                .checked_add(self.base)
+                .is_some_and(|at| crate::sys::is_hole(&self.file, at, len))
     }
 }
 

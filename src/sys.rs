@@ -157,6 +157,17 @@ pub fn drop_written(file: &File, offset: u64, len: u64) {
     );
 }
 
+/// Whether the `len` bytes of `file` at `offset` are a hole (read as zeros, no data stored):
+/// the next data at or after `offset` starts at or past `offset + len`. `false` when the
+/// filesystem cannot tell.
+pub fn is_hole(file: &File, offset: u64, len: u64) -> bool {
+    match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(offset)) {
+        Ok(next) => next >= offset.saturating_add(len),
+        // ENXIO: no data after offset at all.
+        Err(e) => e == rustix::io::Errno::NXIO,
+    }
+}
+
 /// Maps a whole file read-only, for sequential reading.
 ///
 /// # Errors
@@ -280,6 +291,30 @@ fn parse_mountinfo(info: &str, devs: &[String]) -> Vec<Mount> {
         });
     }
     out
+}
+
+/// The filesystem type of the mount that holds `path` (which need not exist: its nearest
+/// existing ancestor is looked up), from /proc/self/mountinfo: the mount with the longest
+/// mount point that contains it.
+pub fn fs_type_of(path: &Path) -> Option<String> {
+    let mut at = path;
+    let real = loop {
+        if let Ok(real) = std::fs::canonicalize(at) {
+            break real;
+        }
+        at = at.parent()?;
+    };
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines()
+        .filter_map(|line| {
+            let (head, tail) = line.split_once(" - ")?;
+            let point = unescape_mount_field(head.split(' ').nth(4)?);
+            let fstype = tail.split(' ').next()?;
+            real.starts_with(&point)
+                .then(|| (point.as_os_str().len(), fstype.to_string()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, t)| t)
 }
 
 /// Where `path` (a block device, or a regular file through the loop devices over it) is

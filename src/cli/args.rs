@@ -132,6 +132,10 @@ pub enum Command {
         /// Image every non-zero block even if the source is ext2/3/4.
         #[arg(long)]
         raw: bool,
+        /// Check the block bitmaps against every in-use inode even on a clean filesystem, and
+        /// copy the blocks they miss (done anyway for an unclean one, and with --force).
+        #[arg(long)]
+        thorough: bool,
         /// Replace IMAGE if it exists.
         #[arg(long)]
         overwrite: bool,
@@ -249,6 +253,9 @@ pub enum Command {
         /// Save partitions that are mounted read-write or not clean anyway.
         #[arg(long)]
         force: bool,
+        /// Check every partition's block bitmaps against its files (see `rimage save --thorough`).
+        #[arg(long)]
+        thorough: bool,
         /// Replace a disk already saved in DIR.
         #[arg(long)]
         overwrite: bool,

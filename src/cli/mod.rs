@@ -48,6 +48,7 @@ pub fn try_main(cli: Cli) -> Result<ExitCode> {
             chunk_size,
             force,
             raw,
+            thorough,
             overwrite,
             out,
         } => {
@@ -63,6 +64,7 @@ pub fn try_main(cli: Cli) -> Result<ExitCode> {
                 force,
                 raw,
                 overwrite,
+                thorough,
             };
             let started = Instant::now();
             let report = rimage::save(&source, &dest, &opts, &Bar::new(&out))?;
@@ -154,6 +156,7 @@ pub fn try_main(cli: Cli) -> Result<ExitCode> {
             skip,
             compression,
             force,
+            thorough,
             overwrite,
             out,
         } => {
@@ -163,6 +166,7 @@ pub fn try_main(cli: Cli) -> Result<ExitCode> {
                     threads: compression.threads.threads,
                     force,
                     overwrite,
+                    thorough,
                     ..SaveOptions::default()
                 },
                 reformat,

@@ -273,18 +273,45 @@ impl std::fmt::Display for Identity {
     }
 }
 
-/// How strict a scan is.
+/// When a scan checks the allocation maps against the files (walks every in-use inode's
+/// blocks and copies what the maps miss, as e2image does).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CrossCheck {
+    /// Never: trust the maps.
+    Never,
+    /// When the filesystem is not clean (crashed, errors, mounted): the maps may be wrong.
+    #[default]
+    IfUnclean,
+    /// Always (`--thorough`, and `--force`).
+    Always,
+}
+
+/// How strict a scan is, and how much it double-checks.
 #[derive(Clone, Copy, Debug)]
 pub struct ScanOptions {
     /// Refuse metadata whose checksums do not match. Without it, such metadata is read as the
-    /// filesystem's own checker would read it.
+    /// filesystem's own checker would read it, and the mismatch is noted.
     pub verify_checksums: bool,
+    /// When to check the allocation maps against the files.
+    pub cross_check: CrossCheck,
 }
 
 impl Default for ScanOptions {
     fn default() -> Self {
         Self {
             verify_checksums: true,
+            cross_check: CrossCheck::IfUnclean,
+        }
+    }
+}
+
+impl ScanOptions {
+    /// Tolerant of damage: checksum mismatches are noted, not refused (what `info` and
+    /// `save --force` use).
+    pub fn lenient() -> Self {
+        Self {
+            verify_checksums: false,
+            ..Self::default()
         }
     }
 }
@@ -295,6 +322,13 @@ pub enum ScanError {
     /// An ext2/3/4 filesystem.
     #[error(transparent)]
     Ext(#[from] ExtError),
+}
+
+impl ScanError {
+    /// Whether reading the device failed (as opposed to what was read making no sense).
+    pub fn is_io(&self) -> bool {
+        matches!(self, Self::Ext(ExtError::Io { .. }))
+    }
 }
 
 /// The used blocks of a scanned source, in ascending order.
@@ -314,7 +348,8 @@ pub trait UsedBlocks: std::fmt::Debug + Send + Sync {
     /// The used extents, ascending and disjoint.
     fn extents<'a>(&'a self, dev: &'a dyn ReadAt) -> ExtentIter<'a>;
 
-    /// Used blocks that must read as zeros but need not be copied (sorted, disjoint).
+    /// Used blocks that should read as zeros (sorted, disjoint): the save reads them and stores
+    /// only those that do not, so that they cost reading, not compressing.
     fn zero_extents(&self) -> &[Extent] {
         &[]
     }

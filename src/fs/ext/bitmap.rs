@@ -62,6 +62,11 @@ pub fn for_each_run(bitmap: &[u8], nbits: usize, mut emit: impl FnMut(usize, usi
     }
 }
 
+/// Whether bit `i` is set.
+pub fn test(bitmap: &[u8], i: usize) -> bool {
+    bitmap[i / 8] & (1 << (i % 8)) != 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@
 
 pub mod bitmap;
 pub mod checksum;
+pub mod files;
 pub mod group_desc;
 pub mod inode;
 pub mod journal;
@@ -18,8 +19,8 @@ use std::io;
 use thiserror::Error;
 
 use super::{
-    Extent, ExtentIter, Family, FsInfo, FsState, Identity, ScanError, ScanOptions, UsedBlocks,
-    Uuid, label_text,
+    CrossCheck, Extent, ExtentIter, Family, FsInfo, FsState, Identity, ScanError, ScanOptions,
+    UsedBlocks, Uuid, label_text,
 };
 use crate::source::ReadAt;
 use group_desc::GroupDesc;
@@ -257,57 +258,174 @@ impl ExtFs {
                 "first meta block group is beyond the descriptor table",
             ));
         }
-        let groups = read_descriptors(dev, &sb, &layout, opts)?;
-        let always_used = uninit_metadata(&layout, &groups);
+        let mut notes = Vec::new();
+        let groups = read_descriptors(dev, &sb, &layout, opts, &mut notes)?;
+        if sb.free_blocks > sb.blocks_count {
+            notes.push(format!(
+                "the superblock counts {} free blocks of {} (a wrong counter; e2fsck -f corrects it)",
+                sb.free_blocks, sb.blocks_count
+            ));
+        }
         let unused_itable = unused_inode_tables(&sb, &layout, &groups);
-        Ok(Self {
+        let mut fs = Self {
             sb,
             layout,
             groups,
-            always_used,
-            notes: Vec::new(),
+            always_used: Vec::new(),
+            notes,
             unused_itable,
             opts,
-        }
-        .with_journal(dev))
+        };
+        let unclean = !fs.sb.is_clean()
+            || fs.sb.has_errors()
+            || fs.sb.needs_recovery()
+            || fs.sb.has_orphans();
+        let cross_check = match opts.cross_check {
+            CrossCheck::Never => false,
+            CrossCheck::IfUnclean => unclean,
+            CrossCheck::Always => true,
+        };
+        fs.add_always_used(dev, cross_check)?;
+        Ok(fs)
     }
 
-    /// A filesystem whose journal needs recovery: the blocks its committed transactions mark
-    /// used are added to the used set (see [`journal`]), so that an image replays to the same
-    /// filesystem the source would. A journal that cannot be read leaves a note instead.
-    fn with_journal(mut self, dev: &(impl ReadAt + ?Sized)) -> Self {
-        if !self.sb.needs_recovery() || self.sb.journal_inum == 0 {
-            return self;
+    /// Works out the blocks that are used whatever the bitmaps say, and notes how many of them
+    /// the bitmaps miss: the metadata of every group (superblock copy, descriptors, reserved
+    /// descriptor blocks, bitmaps, inode table); with a journal that needs recovery, what its
+    /// committed transactions mark used (see [`journal`]); with `cross_check`, every block an
+    /// in-use inode maps (see [`files`]).
+    fn add_always_used(
+        &mut self,
+        dev: &(impl ReadAt + ?Sized),
+        cross_check: bool,
+    ) -> Result<(), ExtError> {
+        let metadata = group_metadata(&self.layout, &self.groups);
+        let journal = if self.sb.needs_recovery() && self.sb.journal_inum != 0 {
+            match journal::pending_allocations(self, dev) {
+                Ok(j) => Some(j),
+                Err(e) => {
+                    self.notes.push(format!(
+                        "the journal needs recovery but cannot be read ({e}); blocks its pending transactions allocate may be missing from the image"
+                    ));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let files = if cross_check {
+            Some(self.file_blocks(dev)?)
+        } else {
+            None
+        };
+        let empty: &[Extent] = &[];
+        let lists: [&[Extent]; 3] = [
+            &metadata,
+            journal.as_ref().map_or(empty, |j| &j.0[..]),
+            files.as_ref().map_or(empty, |f| &f.extents[..]),
+        ];
+        let audit = self.audit(dev, &lists)?;
+        if !audit.metadata_groups.is_empty() {
+            let shown: Vec<String> = audit
+                .metadata_groups
+                .iter()
+                .take(8)
+                .map(u32::to_string)
+                .collect();
+            let more = audit.metadata_groups.len().saturating_sub(8);
+            self.notes.push(format!(
+                "the block bitmaps of {} ({}{}) do not mark {} of group metadata; copied anyway",
+                crate::plural(audit.metadata_groups.len() as u64, "group"),
+                shown.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                },
+                crate::plural(audit.missed[0], "block")
+            ));
         }
-        match journal::pending_allocations(&self, dev) {
-            Ok((extra, transactions)) => {
-                let before = self.used_count(dev);
-                let mut all = std::mem::take(&mut self.always_used);
-                all.extend(extra);
-                all.sort_unstable_by_key(|e| e.start);
-                self.always_used = merge_sorted(all);
-                let added = match (before, self.used_count(dev)) {
-                    (Some(b), Some(a)) => crate::plural(a.saturating_sub(b), "block"),
-                    _ => "the blocks".to_string(),
-                };
-                self.notes.push(format!(
-                    "the journal needs recovery: {} pending in it mark {added} used that the on-disk bitmaps do not; they are kept (with the journal), so that a replay finds them",
-                    crate::plural(transactions, "committed transaction"),
+        if let Some((_, transactions)) = &journal {
+            self.notes.push(format!(
+                "the journal needs recovery: {} pending in it mark {} used that the on-disk bitmaps do not; they are kept (with the journal), so that a replay finds them",
+                crate::plural(*transactions, "committed transaction"),
+                crate::plural(audit.missed[1], "block"),
+            ));
+        }
+        if let Some(f) = &files {
+            let mut note = format!(
+                "cross-checked the bitmaps against {}: the bitmaps miss {} they use",
+                crate::plural(f.inodes, "in-use inode"),
+                crate::plural(audit.missed[2], "block"),
+            );
+            if audit.missed[2] > 0 {
+                note.push_str(", copied too");
+            }
+            if f.bad_pointers > 0 {
+                note.push_str(&format!(
+                    "; {} outside the filesystem skipped",
+                    crate::plural(f.bad_pointers, "block pointer")
                 ));
             }
-            Err(e) => self.notes.push(format!(
-                "the journal needs recovery but cannot be read ({e}); blocks its pending transactions allocate may be missing from the image"
-            )),
+            if let Some((ino, why)) = f.unreadable.first() {
+                note.push_str(&format!(
+                    "; {} could not be followed (first: inode {ino}: {why})",
+                    crate::plural(f.unreadable.len() as u64, "inode's map")
+                ));
+            }
+            self.notes.push(note);
         }
-        self
+        let mut all: Vec<Extent> = lists.concat();
+        all.sort_unstable_by_key(|e| e.start);
+        self.always_used = merge_sorted(all);
+        Ok(())
     }
 
-    /// Used blocks by a scan of every bitmap (`None` when one cannot be read).
-    fn used_count(&self, dev: &(impl ReadAt + ?Sized)) -> Option<u64> {
-        self.used_extents(dev)
-            .map(|e| e.map(|e| e.len))
-            .sum::<Result<u64, _>>()
-            .ok()
+    /// Reads every bitmap once and counts, for each list of extents, the blocks it does not
+    /// mark (in whole clusters), and which groups do not mark metadata of the first list.
+    fn audit(
+        &mut self,
+        dev: &(impl ReadAt + ?Sized),
+        lists: &[&[Extent]; 3],
+    ) -> Result<Audit, ExtError> {
+        let l = &self.layout;
+        let mut audit = Audit::default();
+        let mut bitmap = vec![0u8; l.block_size as usize];
+        let mut bad_checksums = Vec::new();
+        for group in 0..l.group_count {
+            let first = l.group_first_block(group);
+            let end = first + l.group_block_count(group);
+            let read = self.group_bitmap(dev, group, &mut bitmap)?;
+            if read == Bitmap::ChecksumMismatch {
+                bad_checksums.push(group);
+            }
+            for (k, list) in lists.iter().enumerate() {
+                // A BLOCK_UNINIT group's bitmap is all zeros by design: its metadata is known.
+                if k == 0 && read == Bitmap::Uninit {
+                    continue;
+                }
+                let from = list.partition_point(|e| e.end() <= first);
+                let mut missed = 0;
+                for e in list[from..].iter().take_while(|e| e.start < end) {
+                    let c0 = (e.start.max(first) - first) >> l.ratio_bits;
+                    let c1 = (e.end().min(end) - first).div_ceil(l.cluster_ratio());
+                    missed += (c0..c1)
+                        .filter(|&c| !bitmap::test(&bitmap, c as usize))
+                        .count() as u64;
+                }
+                audit.missed[k] += missed << l.ratio_bits;
+                if k == 0 && missed > 0 {
+                    audit.metadata_groups.push(group);
+                }
+            }
+        }
+        if let Some(first) = bad_checksums.first() {
+            self.notes.push(format!(
+                "the block bitmaps of {} fail their checksums (first: group {first}); read as they are",
+                crate::plural(bad_checksums.len() as u64, "group"),
+            ));
+        }
+        Ok(audit)
     }
 
     /// What the scan found worth telling.
@@ -333,7 +451,7 @@ impl ExtFs {
     /// Used blocks according to the superblock's free count (which lags on a mounted
     /// filesystem). On bigalloc the count is whole clusters, so the last one may overshoot.
     pub fn superblock_used_blocks(&self) -> u64 {
-        self.sb.blocks_count - self.sb.free_blocks
+        self.sb.blocks_count.saturating_sub(self.sb.free_blocks)
     }
 
     /// Inode-table blocks that the bitmaps mark used but that hold no inode ever used: the whole
@@ -384,6 +502,44 @@ impl ExtFs {
         }
     }
 
+    /// Reads the block bitmap of `group` into `bitmap` (all zeros for a trusted `BLOCK_UNINIT`
+    /// group, whose bitmap was never written).
+    ///
+    /// # Errors
+    /// A read error, or (when checksums are verified) a checksum mismatch.
+    fn group_bitmap(
+        &self,
+        dev: &(impl ReadAt + ?Sized),
+        group: u32,
+        bitmap: &mut [u8],
+    ) -> Result<Bitmap, ExtError> {
+        let desc = &self.groups[group as usize];
+        let bitmap = &mut bitmap[..self.sb.clusters_per_group as usize / 8];
+        // group_descr.rst: with descriptor checksums, BLOCK_UNINIT means the on-disk bitmap was
+        // never written and only the group's own metadata is in use.
+        if self.sb.has_group_desc_csum() && desc.block_uninit() && desc.checksum_ok {
+            bitmap.fill(0);
+            return Ok(Bitmap::Uninit);
+        }
+        read_at(
+            dev,
+            bitmap,
+            desc.block_bitmap * u64::from(self.layout.block_size),
+        )?;
+        if self.sb.has_ro_compat(ro_compat::METADATA_CSUM)
+            && !desc.block_bitmap_csum_matches(&self.sb, bitmap)
+        {
+            if self.opts.verify_checksums {
+                return Err(ExtError::BitmapChecksum {
+                    group,
+                    block: desc.block_bitmap,
+                });
+            }
+            return Ok(Bitmap::ChecksumMismatch);
+        }
+        Ok(Bitmap::Read)
+    }
+
     /// Appends the used extents of `group` to `out`.
     fn group_extents(
         &self,
@@ -392,29 +548,10 @@ impl ExtFs {
         bitmap: &mut [u8],
         out: &mut Vec<Extent>,
     ) -> Result<(), ExtError> {
-        let desc = &self.groups[group as usize];
         let l = &self.layout;
         let nbytes = self.sb.clusters_per_group as usize / 8;
+        self.group_bitmap(dev, group, bitmap)?;
         let bitmap = &mut bitmap[..nbytes];
-
-        // group_descr.rst: with descriptor checksums, BLOCK_UNINIT means the on-disk bitmap was
-        // never written and only the group's own metadata is in use.
-        let uninit = self.sb.has_group_desc_csum() && desc.block_uninit() && desc.checksum_ok;
-        if uninit {
-            bitmap.fill(0);
-        } else {
-            let offset = desc.block_bitmap * u64::from(l.block_size);
-            read_at(dev, bitmap, offset)?;
-            if self.opts.verify_checksums
-                && self.sb.has_ro_compat(ro_compat::METADATA_CSUM)
-                && !desc.block_bitmap_csum_matches(&self.sb, bitmap)
-            {
-                return Err(ExtError::BitmapChecksum {
-                    group,
-                    block: desc.block_bitmap,
-                });
-            }
-        }
 
         let first = l.group_first_block(group);
         let count = l.group_block_count(group);
@@ -448,12 +585,34 @@ impl ExtFs {
     }
 }
 
-/// Reads every group descriptor, checking that what they point to lies in the filesystem.
+/// How a group's bitmap was read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Bitmap {
+    /// From disk, checksum fine (or none).
+    Read,
+    /// From disk; its checksum does not match (a lenient scan reads it anyway).
+    ChecksumMismatch,
+    /// Never written (`BLOCK_UNINIT`): all zeros.
+    Uninit,
+}
+
+/// What [`ExtFs::audit`] counted.
+#[derive(Debug, Default)]
+struct Audit {
+    /// Blocks of each list the bitmaps do not mark.
+    missed: [u64; 3],
+    /// Groups whose bitmap misses metadata.
+    metadata_groups: Vec<u32>,
+}
+
+/// Reads every group descriptor, checking that what they point to lies in the filesystem. A
+/// lenient scan notes checksum mismatches in `notes` instead of refusing them.
 fn read_descriptors(
     dev: &(impl ReadAt + ?Sized),
     sb: &Superblock,
     l: &Layout,
     opts: ScanOptions,
+    notes: &mut Vec<String>,
 ) -> Result<Vec<GroupDesc>, ExtError> {
     let bs = l.block_size as usize;
     let ds = l.desc_size as usize;
@@ -485,6 +644,17 @@ fn read_descriptors(
             groups.push(desc);
         }
     }
+    let bad: Vec<u32> = (0u32..)
+        .zip(&groups)
+        .filter(|(_, d)| !d.checksum_ok)
+        .map(|(g, _)| g)
+        .collect();
+    if let Some(first) = bad.first() {
+        notes.push(format!(
+            "the descriptors of {} fail their checksums (first: group {first}); read as e2fsck reads them",
+            crate::plural(bad.len() as u64, "group")
+        ));
+    }
     Ok(groups)
 }
 
@@ -514,14 +684,13 @@ fn check_descriptor(l: &Layout, group: u32, d: &GroupDesc) -> Result<(), ExtErro
     Ok(())
 }
 
-/// Everything e2fsprogs' `mark_uninit_bg_group_blocks` marks: for each `BLOCK_UNINIT` group,
-/// its superblock backup and descriptor blocks, its inode table and both bitmaps.
-fn uninit_metadata(l: &Layout, groups: &[GroupDesc]) -> Vec<Extent> {
+/// The metadata of every group, wherever it lies: superblock backup, descriptor blocks (with
+/// the reserved ones), inode table and both bitmaps. e2fsprogs' `mark_uninit_bg_group_blocks`
+/// marks exactly these for `BLOCK_UNINIT` groups; for the others the bitmaps should mark them,
+/// and a damaged bitmap that does not must not cost the filesystem its metadata.
+fn group_metadata(l: &Layout, groups: &[GroupDesc]) -> Vec<Extent> {
     let mut v = Vec::new();
     for (g, d) in (0u32..).zip(groups) {
-        if !d.block_uninit() {
-            continue;
-        }
         l.super_and_gdt_extents(g, &mut v);
         v.push(Extent {
             start: d.inode_table,

@@ -336,9 +336,8 @@ impl Superblock {
         if groups * u64::from(inodes_per_group) != u64::from(inodes_count) {
             return Err(bad("inode count is not groups times inodes per group"));
         }
-        if free_blocks > blocks_count {
-            return Err(bad("more free blocks than blocks"));
-        }
+        // A free count beyond the block count is a wrong counter, not a wrong geometry: e2fsck
+        // only notes it (ExtFs::open does the same).
 
         let uuid: [u8; 16] = raw[S_UUID..S_UUID + 16].try_into().expect("16-byte field");
         let name = &raw[S_VOLUME_NAME..S_VOLUME_NAME + 16];
