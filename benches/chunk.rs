@@ -28,8 +28,15 @@ fn bench(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("compress", level), &level, |b, _| {
             let mut payload = Vec::new();
             b.iter(|| {
-                let enc = encode_chunk(0, &extents, &data, &mut cctx, std::mem::take(&mut payload))
-                    .unwrap();
+                let enc = encode_chunk(
+                    0,
+                    &extents,
+                    &data,
+                    4096,
+                    &mut cctx,
+                    std::mem::take(&mut payload),
+                )
+                .unwrap();
                 payload = enc.payload;
             });
         });
@@ -37,7 +44,7 @@ fn bench(c: &mut Criterion) {
 
     // Decompression and the per-chunk checks restore makes (CRC, extents, zstd checksum).
     let mut cctx = compressor(3).unwrap();
-    let enc = encode_chunk(0, &extents, &data, &mut cctx, Vec::new()).unwrap();
+    let enc = encode_chunk(0, &extents, &data, 4096, &mut cctx, Vec::new()).unwrap();
     let mut record = enc.head.clone();
     record.extend_from_slice(&enc.payload);
     record.extend_from_slice(&enc.crc.to_le_bytes());

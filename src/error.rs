@@ -54,6 +54,23 @@ pub enum Error {
         #[source]
         source: ScanError,
     },
+    /// Fetching image bytes from a server failed (after retries), or the image on the server
+    /// changed while it was read.
+    #[error(
+        "{}: fetching byte offset {offset}{}: {reason}",
+        url.display(),
+        chunk.map(|c| format!(" (chunk {c})")).unwrap_or_default()
+    )]
+    Fetch {
+        /// The URL.
+        url: PathBuf,
+        /// Where in the image the transfer stopped.
+        offset: u64,
+        /// The chunk being fetched, when known.
+        chunk: Option<u64>,
+        /// What went wrong.
+        reason: String,
+    },
     /// An image's bytes are wrong (corrupt, truncated, not an image).
     #[error("{}", path.display())]
     Image {
@@ -206,6 +223,24 @@ impl Error {
         }
     }
 
+    /// The error with the chunk it concerns, when it is a fetch that does not say yet.
+    pub fn in_chunk(self, seq: u64) -> Self {
+        match self {
+            Self::Fetch {
+                url,
+                offset,
+                chunk: None,
+                reason,
+            } => Self::Fetch {
+                url,
+                offset,
+                chunk: Some(seq),
+                reason,
+            },
+            other => other,
+        }
+    }
+
     /// The message with every cause, "a: b: c", as the command line prints it.
     pub fn full_message(&self) -> String {
         let mut text = self.to_string();
@@ -230,6 +265,7 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Io(_) => "io",
+            Self::Fetch { .. } => "fetch",
             Self::Scan { .. } => "filesystem",
             Self::Image { .. } => "image",
             Self::Table { .. } => "partition-table",
@@ -248,6 +284,7 @@ impl Error {
     pub fn path(&self) -> Option<&Path> {
         match self {
             Self::Io(e) => Some(&e.path),
+            Self::Fetch { url, .. } => Some(url),
             Self::Scan { path, .. }
             | Self::Image { path, .. }
             | Self::Table { path, .. }

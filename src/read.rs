@@ -343,7 +343,7 @@ impl<'a> PendingChunk<'a> {
         match self.kind {
             Pending::Indexed { img, i } => {
                 let (at, len) = img.layout.record_range(i);
-                let bytes = img.src.read_at(at, len)?;
+                let bytes = img.src.read_at(at, len).map_err(|e| e.in_chunk(self.seq))?;
                 Ok(Chunk {
                     name: self.name,
                     bytes,

@@ -116,6 +116,7 @@ pub fn restore(
             guard::check_distinct(p, target)?;
         }
         ImageSource::Stdin => guard::check_not_terminal(true)?,
+        ImageSource::Url { .. } => {}
     }
     let pool = worker_pool(opts.threads, "restore")?;
     let mut image = Image::open(source)?;

@@ -253,7 +253,7 @@ fn check_state(
 fn make_header(info: &FsInfo, dev: &Device, opts: &SaveOptions, flags: u32) -> Header {
     let bs = info.block_size;
     Header {
-        version: Version::V1,
+        version: Version::CURRENT,
         source_type: info.fs_type,
         compression: Compression::Zstd,
         unstored: if info.fs_type == FsType::Raw {
@@ -624,7 +624,12 @@ thread_local! {
     static CCTX: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
 }
 
-fn compress(raw: &RawChunk, level: i32, payloads: &BufferPool) -> Result<EncodedChunk, Error> {
+fn compress(
+    raw: &RawChunk,
+    level: i32,
+    block_size: u32,
+    payloads: &BufferPool,
+) -> Result<EncodedChunk, Error> {
     CCTX.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().is_none_or(|(l, _)| *l != level) {
@@ -638,6 +643,7 @@ fn compress(raw: &RawChunk, level: i32, payloads: &BufferPool) -> Result<Encoded
             raw.seq,
             &raw.extents,
             &raw.data[..raw.filled],
+            block_size,
             cctx,
             payloads.get(),
         )
@@ -708,9 +714,10 @@ fn pipeline<W: Write + Send>(
                     return Ok(());
                 }
                 let level = opts.level;
+                let block_size = header.block_size;
                 let (raw_buffers, payloads) = (Arc::clone(&raw_buffers), Arc::clone(&payloads));
                 pool.spawn(move || {
-                    let result = compress(&raw, level, &payloads);
+                    let result = compress(&raw, level, block_size, &payloads);
                     raw_buffers.put(raw.data);
                     let _ = tx.send(result);
                 });

@@ -354,6 +354,7 @@ fn overlapping_chunks_with_valid_checksums_are_refused() {
             seq,
             &ext,
             &vec![seq as u8 + 1; 8 * 4096],
+            4096,
             &mut cctx,
             Vec::new(),
         )

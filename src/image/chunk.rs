@@ -176,6 +176,8 @@ pub struct CheckedChunk {
     pub blocks: u64,
     /// Blocks that must read as zeros (zero extents).
     pub zero_blocks: u64,
+    /// The content hash (version 2 images), once the payload was decompressed.
+    pub content_hash: Option<u128>,
 }
 
 impl CheckedChunk {
@@ -187,6 +189,7 @@ impl CheckedChunk {
             end_block: self.end_block,
             blocks: self.blocks,
             zero_blocks: self.zero_blocks,
+            content_hash: self.content_hash,
         }
     }
 }
@@ -204,6 +207,8 @@ pub struct ChunkSpan {
     pub blocks: u64,
     /// Blocks of zero extents.
     pub zero_blocks: u64,
+    /// The content hash of its decompressed blocks (version 2 images).
+    pub content_hash: Option<u128>,
 }
 
 impl<'a> ChunkRecord<'a> {
@@ -339,6 +344,7 @@ impl<'a> ChunkRecord<'a> {
             end_block,
             blocks,
             zero_blocks,
+            content_hash: None,
         })
     }
 
@@ -427,11 +433,21 @@ impl ChunkRecord<'_> {
         out: &mut Vec<u8>,
     ) -> Result<CheckedChunk, FormatError> {
         self.check_crc()?;
-        let c = self.check_extents(hdr)?;
+        let mut c = self.check_extents(hdr)?;
         if let Some(e) = entry {
             self.check_entry(&c, e)?;
         }
         self.decompress(dctx, out, (c.first_block, c.end_block))?;
+        if hdr.version.has_content_hashes() {
+            let h = super::digest::content_hash(&c.extents, out, hdr.block_size);
+            if entry.is_some_and(|e| e.content_hash != Some(h)) {
+                return Err(FormatError::BadChunk {
+                    chunk: self.id(Some((c.first_block, c.end_block))),
+                    reason: "content hash differs from its index entry".into(),
+                });
+            }
+            c.content_hash = Some(h);
+        }
         Ok(c)
     }
 }
@@ -460,6 +476,8 @@ pub struct EncodedChunk {
     pub n_extents: u32,
     /// Blocks of zero extents.
     pub zero_blocks: u64,
+    /// The content hash (see [`super::digest::content_hash`]).
+    pub content_hash: u128,
 }
 
 impl EncodedChunk {
@@ -478,6 +496,7 @@ pub fn encode_chunk(
     seq: u64,
     extents: &[ChunkExtent],
     data: &[u8],
+    block_size: u32,
     cctx: &mut zstd::bulk::Compressor<'_>,
     mut payload: Vec<u8>,
 ) -> Result<EncodedChunk, String> {
@@ -510,6 +529,7 @@ pub fn encode_chunk(
         raw_len,
         n_extents: extents.len() as u32,
         zero_blocks,
+        content_hash: super::digest::content_hash(extents, data, block_size),
     })
 }
 
@@ -539,7 +559,15 @@ mod tests {
     /// A record with these extents and `data_blocks` blocks of data, as bytes.
     fn record(extents: &[ChunkExtent], data_blocks: usize) -> Vec<u8> {
         let data = vec![0x5Au8; data_blocks * 4096];
-        let c = encode_chunk(7, extents, &data, &mut compressor(1).unwrap(), Vec::new()).unwrap();
+        let c = encode_chunk(
+            7,
+            extents,
+            &data,
+            4096,
+            &mut compressor(1).unwrap(),
+            Vec::new(),
+        )
+        .unwrap();
         [c.head, c.payload, c.crc.to_le_bytes().to_vec()].concat()
     }
 
@@ -599,6 +627,7 @@ mod tests {
             raw_len: 8192,
             n_extents: 1,
             hash: chunk_hash(&bytes),
+            content_hash: None,
         };
         let span = rec.check(&hdr, Some(&entry), &mut dctx, &mut out);
         assert!(

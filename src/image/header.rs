@@ -34,16 +34,22 @@ const CRC: usize = 508;
 pub const FLAG_FORCED_UNCLEAN: u32 = 1;
 
 /// Image format versions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Version {
-    /// The only version so far.
+    /// The first: chunk records, index, trailer, digest.
     V1,
+    /// Adds a content hash per chunk to the index (delta restore, drift check).
+    V2,
 }
 
 impl Version {
+    /// The version this rimage writes.
+    pub const CURRENT: Self = Self::V2;
+
     fn decode(v: u16) -> Result<Self, FormatError> {
         match v {
             1 => Ok(Self::V1),
+            2 => Ok(Self::V2),
             other => Err(FormatError::UnsupportedVersion(other)),
         }
     }
@@ -51,7 +57,18 @@ impl Version {
     fn encode(self) -> u16 {
         match self {
             Self::V1 => 1,
+            Self::V2 => 2,
         }
+    }
+
+    /// Whether the index carries each chunk's content hash.
+    pub fn has_content_hashes(self) -> bool {
+        self >= Self::V2
+    }
+
+    /// The number, as the header stores it.
+    pub fn number(self) -> u16 {
+        self.encode()
     }
 }
 

@@ -55,7 +55,7 @@ impl Ends {
                 offset: len,
             });
         };
-        let trailer = Trailer::decode(trailer_raw).map_err(|e| match e {
+        let trailer = Trailer::decode(trailer_raw, header.version).map_err(|e| match e {
             // Without a trailer magic the image most likely stopped being written half-way.
             FormatError::BadTrailer(_) if trailer_raw[..8] != super::index::TRAILER_MAGIC => {
                 FormatError::Truncated {
@@ -110,7 +110,7 @@ impl Layout {
             header,
             trailer,
         } = ends;
-        let index = decode_index(index_raw, trailer.index_offset)?;
+        let index = decode_index(index_raw, trailer.index_offset, header.version)?;
         if index.len() as u64 != trailer.chunk_count {
             return Err(FormatError::BadIndex(
                 "entry count differs from the trailer's chunk count".into(),
@@ -179,7 +179,7 @@ impl Layout {
     pub fn index_digest(&self) -> u128 {
         let mut d = Digest::new(&self.header_raw);
         for e in &self.index {
-            d.add_chunk(e.hash);
+            d.add_chunk(e.hash, e.content_hash);
         }
         d.value()
     }

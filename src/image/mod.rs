@@ -81,7 +81,7 @@ pub enum FormatError {
     #[error("not a rimage image (bad magic at byte offset 0)")]
     NotAnImage,
     /// A version this reader does not know.
-    #[error("unsupported image version {0} (this rimage reads version 1)")]
+    #[error("unsupported image version {0} (this rimage reads versions 1 and 2)")]
     UnsupportedVersion(u16),
     /// The header's CRC does not match.
     #[error("header checksum mismatch (image header corrupt)")]

@@ -59,7 +59,7 @@ impl StreamEnd {
         let mut prev_end = 0;
         for (i, (e, s)) in self.index.iter().zip(spans).enumerate() {
             let (first, end) = (s.first_block, s.end_block);
-            if (e.first_block, e.end_block) != (first, end) {
+            if (e.first_block, e.end_block) != (first, end) || e.content_hash != s.content_hash {
                 return Err(FormatError::BadIndex(format!(
                     "entry {i}: block span differs from its chunk"
                 )));
@@ -80,7 +80,7 @@ pub struct StreamReader<R> {
     r: R,
     pos: u64,
     header: Header,
-    digest: Digest,
+    header_raw: [u8; HEADER_LEN],
     /// (offset, hash, raw_len, n_extents) of every chunk seen, to compare with the index.
     seen: Vec<(u64, u128, u32, u32)>,
     /// Blocks of zero extents in the chunks seen.
@@ -98,12 +98,12 @@ impl<R: Read> StreamReader<R> {
         let mut header_raw = [0u8; HEADER_LEN];
         read_exact(&mut r, &mut header_raw, 0, "header")?;
         let header = Header::decode(&header_raw)?;
-        let digest = Digest::new(&header_raw);
+
         Ok(Self {
             r,
             pos: HEADER_LEN as u64,
             header,
-            digest,
+            header_raw,
             seen: Vec::new(),
             zero_blocks: 0,
             done: false,
@@ -177,7 +177,6 @@ impl<R: Read> StreamReader<R> {
             }
         }
         let hash = chunk_hash(buf);
-        self.digest.add_chunk(hash);
         self.seen.push((offset, hash, h.raw_len, h.n_extents));
         Ok(Some(offset))
     }
@@ -205,16 +204,17 @@ impl<R: Read> StreamReader<R> {
             ))
             .into());
         }
-        let len = index_len(count).expect("count is small") as usize;
+        let version = self.header.version;
+        let len = index_len(count, version).expect("count is small") as usize;
         let mut raw = Vec::with_capacity(len);
         raw.extend_from_slice(&head);
         raw.resize(len, 0);
         read_exact(&mut self.r, &mut raw[INDEX_HEAD_LEN..], offset, "index")?;
-        let index = decode_index(&raw, offset)?;
+        let index = decode_index(&raw, offset, version)?;
         let mut trailer_raw = [0u8; TRAILER_LEN];
         let trailer_at = offset + len as u64;
         read_exact(&mut self.r, &mut trailer_raw, trailer_at, "trailer")?;
-        let trailer = Trailer::decode(&trailer_raw)?;
+        let trailer = Trailer::decode(&trailer_raw, version)?;
         let mut extra = [0u8; 1];
         match self.r.read(&mut extra) {
             Ok(0) => {}
@@ -262,7 +262,13 @@ impl<R: Read> StreamReader<R> {
             .into());
         }
         check_stored_blocks(&self.header, stored_blocks, self.zero_blocks)?;
-        let computed = self.digest.value();
+        // The record hashes as they arrived; the content hashes (version 2) from the index,
+        // checked against the chunks' decompressed contents in `StreamEnd::check_spans`.
+        let mut digest = Digest::new(&self.header_raw);
+        for (s, e) in self.seen.iter().zip(&index) {
+            digest.add_chunk(s.1, e.content_hash);
+        }
+        let computed = digest.value();
         if computed != trailer.digest {
             return Err(FormatError::Digest {
                 stored: trailer.digest,
@@ -323,7 +329,7 @@ mod tests {
                 .map(|e| e.extent.len)
                 .sum();
             let data = vec![seq as u8 + 1; blocks as usize * 4096];
-            let c = encode_chunk(seq as u64, extents, &data, &mut cctx, Vec::new()).unwrap();
+            let c = encode_chunk(seq as u64, extents, &data, 4096, &mut cctx, Vec::new()).unwrap();
             w.write_chunk(&c).unwrap();
         }
         w.finish().unwrap().0
@@ -371,12 +377,14 @@ mod tests {
     fn bytes_after_the_trailer_and_spans_out_of_order_are_refused() {
         let mut bytes = image(8);
         let (_, end) = read_all(&bytes).unwrap();
+        let content = |seq: u64| end.index[seq as usize].content_hash;
         let span = |seq, first_block, end_block| ChunkSpan {
             seq,
             first_block,
             end_block,
             blocks: 0,
             zero_blocks: 0,
+            content_hash: content(seq),
         };
         let good = [span(0, 0, 2), span(1, 2, 7), span(2, 100, 101)];
         end.check_spans(&good).unwrap();

@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use super::chunk::EncodedChunk;
 use super::digest::Digest;
-use super::header::{HEADER_LEN, Header};
+use super::header::{HEADER_LEN, Header, Version};
 use super::index::{IndexEntry, Trailer, encode_index};
 
 /// What a finished image holds.
@@ -27,6 +27,7 @@ pub struct ImageWriter<W: Write> {
     w: W,
     pos: u64,
     block_size: u32,
+    version: Version,
     digest: Digest,
     index: Vec<IndexEntry>,
     stored_blocks: u64,
@@ -45,6 +46,7 @@ impl<W: Write> ImageWriter<W> {
             w,
             pos: HEADER_LEN as u64,
             block_size: header.block_size,
+            version: header.version,
             digest: Digest::new(&raw),
             index: Vec::new(),
             stored_blocks: 0,
@@ -68,9 +70,11 @@ impl<W: Write> ImageWriter<W> {
             raw_len: c.raw_len,
             n_extents: c.n_extents,
             hash: c.hash,
+            content_hash: self.version.has_content_hashes().then_some(c.content_hash),
         });
         self.pos += c.record_len();
-        self.digest.add_chunk(c.hash);
+        let content = self.index.last().and_then(|e| e.content_hash);
+        self.digest.add_chunk(c.hash, content);
         self.stored_blocks += u64::from(c.raw_len / self.block_size);
         self.zero_blocks += c.zero_blocks;
         Ok(())
@@ -86,7 +90,7 @@ impl<W: Write> ImageWriter<W> {
     /// # Errors
     /// Write errors.
     pub fn finish(mut self) -> io::Result<(W, WriteSummary)> {
-        let index = encode_index(&self.index);
+        let index = encode_index(&self.index, self.version);
         let trailer = Trailer {
             index_offset: self.pos,
             index_len: index.len() as u64,

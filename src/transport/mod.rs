@@ -10,6 +10,7 @@
 //! turns either shape into the one chunk iterator that restore, verify, info and browse use.
 
 pub mod file;
+pub mod http;
 pub mod stdin;
 
 use std::borrow::Cow;
@@ -25,15 +26,31 @@ pub enum ImageSource {
     File(PathBuf),
     /// Standard input, read sequentially.
     Stdin,
+    /// A URL (`http://`, `https://`): range requests, or a stream when the server has none.
+    Url {
+        /// The URL.
+        url: String,
+        /// Retries and timeouts.
+        opts: http::HttpOptions,
+    },
 }
 
 impl ImageSource {
-    /// The source a command-line argument names: "-" is standard input.
+    /// The source a command-line argument names: "-" is standard input, `http(s)://` a URL
+    /// (fetched with the default retries and timeout).
     pub fn from_arg(arg: &Path) -> Self {
-        if arg.as_os_str() == "-" {
-            Self::Stdin
-        } else {
-            Self::File(arg.to_path_buf())
+        Self::from_arg_with(arg, http::HttpOptions::default())
+    }
+
+    /// As [`ImageSource::from_arg`], with how hard to try for URLs.
+    pub fn from_arg_with(arg: &Path, opts: http::HttpOptions) -> Self {
+        match arg.to_str() {
+            Some("-") => Self::Stdin,
+            Some(s) if http::is_url(s) => Self::Url {
+                url: s.to_string(),
+                opts,
+            },
+            _ => Self::File(arg.to_path_buf()),
         }
     }
 
@@ -42,6 +59,7 @@ impl ImageSource {
         match self {
             Self::File(p) => p,
             Self::Stdin => Path::new("<stdin>"),
+            Self::Url { url, .. } => Path::new(url),
         }
     }
 
@@ -53,6 +71,7 @@ impl ImageSource {
         Ok(match self {
             Self::File(p) => Opened::Random(Box::new(file::MappedFile::open(p)?)),
             Self::Stdin => Opened::Stream(Box::new(stdin::reader()?)),
+            Self::Url { url, opts } => http::open(url, *opts)?,
         })
     }
 }
