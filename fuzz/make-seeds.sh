@@ -38,7 +38,8 @@ printf 'jo -c\njw -b %s %s\njc\n' "$bm" "$work/bm" > "$work/j.cmds"
 debugfs -w -f "$work/j.cmds" "$work/fs.img" >/dev/null 2>&1
 cp "$work/fs.img" "$c/ext_scan/journal"
 
-# Images: a tiny ext image with small chunks, and a raw image.
+# Images: a tiny ext image with small chunks, and a raw image, in the format this rimage writes
+# (version 2). image/*-v1 and header/*-v1 are version 1 seeds kept from an earlier rimage.
 rm -f "$work/fs.img"; truncate -s 128K "$work/fs.img"
 mke2fs -q -F -N 32 -t ext4 -O ^has_journal -d "$work/tree" "$work/fs.img"
 "$rimage" save -q --overwrite --chunk-size 64K "$work/fs.img" "$c/image/ext"

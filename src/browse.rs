@@ -1,13 +1,12 @@
 //! browse: files inside an image without restoring it (`ls`, `cat`, `extract`).
 //!
-//! ext4-view reads the filesystem through [`ImageBlocks`], a reader that maps each block to its
+//! ext4-view reads the filesystem through [`ImageBlocks`] (crate::read::blocks), a reader that maps each block to its
 //! chunk with the image index and keeps a few decompressed chunks in a cache; blocks the image
 //! does not store read as zeros. Only the chunks holding the metadata and files asked for are
 //! read, so listing a directory of a multi-GiB image touches a handful of chunks.
 
 use std::cell::Cell;
 use std::io::Write;
-use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -16,72 +15,25 @@ use serde::Serialize;
 
 use crate::Error;
 use crate::error::IoError;
-use crate::image::chunk::ChunkExtent;
-use crate::read::{Image, Random};
+use crate::read::Image;
+use crate::read::blocks::ImageBlocks;
 use crate::transport::ImageSource;
 
-/// Decompressed chunks kept in memory (at most 64 MiB each; typically 4 MiB).
-const CACHE_CHUNKS: usize = 8;
-
-/// A decompressed chunk: its extents with where each data extent starts in `data`.
-struct Decoded {
-    /// (extent, offset of its first byte in `data`; `None` for a zero extent).
-    extents: Vec<(ChunkExtent, Option<usize>)>,
-    data: Vec<u8>,
-}
-
-/// Reads the source's bytes out of an image, for ext4-view.
-pub struct ImageBlocks {
-    image: Image,
-    cache: lru::LruCache<usize, Rc<Decoded>>,
-    dctx: zstd::bulk::Decompressor<'static>,
-    decoded: Rc<Cell<u64>>,
+/// The image's blocks as ext4-view reads them, with the superblock patch of
+/// [`small_inode_patch`] applied.
+pub struct Ext4Blocks {
+    blocks: ImageBlocks,
     /// Bytes shown to the reader instead of the image's: (byte offset, bytes).
     patch: Option<(u64, Vec<u8>)>,
 }
 
-impl ImageBlocks {
-    /// The chunk `i`, decompressed and checked (from the cache when it is there).
-    fn chunk(&mut self, i: usize) -> Result<Rc<Decoded>, Error> {
-        if let Some(d) = self.cache.get(&i) {
-            return Ok(Rc::clone(d));
-        }
-        let hdr = self.image.header();
-        let mut data = Vec::new();
-        let checked =
-            random(&self.image)
-                .chunk(i)
-                .fetch()?
-                .check_with(hdr, &mut self.dctx, &mut data)?;
-        let bs = hdr.block_size as usize;
-        let mut at = 0usize;
-        let extents = checked
-            .extents
-            .into_iter()
-            .map(|e| {
-                if e.zero {
-                    (e, None)
-                } else {
-                    let here = at;
-                    at += e.extent.len as usize * bs;
-                    (e, Some(here))
-                }
-            })
-            .collect();
-        let d = Rc::new(Decoded { extents, data });
-        self.decoded.set(self.decoded.get() + 1);
-        self.cache.put(i, Rc::clone(&d));
-        Ok(d)
-    }
-}
-
-impl Ext4Read for ImageBlocks {
+impl Ext4Read for Ext4Blocks {
     fn read(
         &mut self,
         start_byte: u64,
         dst: &mut [u8],
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
-        self.read_image(start_byte, dst)?;
+        self.blocks.read(start_byte, dst)?;
         if let Some((at, bytes)) = &self.patch {
             let end = at + bytes.len() as u64;
             let dst_end = start_byte + dst.len() as u64;
@@ -96,89 +48,19 @@ impl Ext4Read for ImageBlocks {
     }
 }
 
-impl ImageBlocks {
-    /// The source's bytes at `start_byte`, from the chunks that hold them (zeros where the
-    /// image stores nothing).
-    fn read_image(
-        &mut self,
-        start_byte: u64,
-        dst: &mut [u8],
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
-        let hdr = self.image.header();
-        let bs = u64::from(hdr.block_size);
-        let end = start_byte
-            .checked_add(dst.len() as u64)
-            .filter(|&e| e <= hdr.source_size);
-        if end.is_none() {
-            return Err(format!(
-                "read of {} bytes at byte offset {start_byte} is past the end of the source",
-                dst.len()
-            )
-            .into());
-        }
-        let mut pos = start_byte;
-        let mut done = 0usize;
-        while done < dst.len() {
-            let block = pos / bs;
-            let want = dst.len() - done;
-            // Unstored blocks (free space, and gaps) read as zeros up to the next chunk.
-            let layout = random(&self.image).layout();
-            let Some(i) = layout.find_chunk(block) else {
-                let next = layout.next_chunk_after(block);
-                let stop = layout
-                    .index
-                    .get(next)
-                    .map_or(u64::MAX, |e| e.first_block.saturating_mul(bs));
-                let n = want.min((stop - pos).try_into().unwrap_or(usize::MAX));
-                dst[done..done + n].fill(0);
-                done += n;
-                pos += n as u64;
-                continue;
-            };
-            let d = self.chunk(i)?;
-            let k = d.extents.partition_point(|(e, _)| e.extent.end() <= block);
-            let n = match d.extents.get(k) {
-                Some((e, data_at)) if e.extent.start <= block => {
-                    let avail = (e.extent.end() * bs - pos) as usize;
-                    let n = want.min(avail);
-                    match data_at {
-                        Some(at) => {
-                            let from = at + (pos - e.extent.start * bs) as usize;
-                            dst[done..done + n].copy_from_slice(&d.data[from..from + n]);
-                        }
-                        None => dst[done..done + n].fill(0),
-                    }
-                    n
-                }
-                // Inside the chunk's span but between its extents: not stored.
-                other => {
-                    let end = random(&self.image).layout().index[i].end_block;
-                    let stop = other.map_or(end, |(e, _)| e.extent.start) * bs;
-                    let n = want.min((stop - pos) as usize);
-                    dst[done..done + n].fill(0);
-                    n
-                }
-            };
-            done += n;
-            pos += n as u64;
-        }
-        Ok(())
-    }
-}
-
 /// ext4-view refuses 128-byte inodes on a filesystem with metadata checksums ("inode 2 is
 /// truncated"), which e2fsprogs and the kernel read (the checksum's high half is simply
 /// absent). The chunks the image is read from carry their own checksums, so for such a
 /// filesystem the reader is shown a superblock without `metadata_csum`: it then reads the
 /// inodes without their checksums. Returns that superblock feature word, when needed.
-fn small_inode_patch(reader: &mut ImageBlocks) -> Option<(u64, Vec<u8>)> {
+fn small_inode_patch(blocks: &mut ImageBlocks) -> Option<(u64, Vec<u8>)> {
     use crate::fs::ext::superblock::{SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, Superblock, ro_compat};
     /// `s_feature_ro_compat` (super.rst).
     const S_FEATURE_RO_COMPAT: u64 = 0x64;
     /// Inodes smaller than this have no room for `i_checksum_hi` (inodes.rst, 0x82 + 2).
     const CHECKSUM_HI_END: u16 = 0x84;
     let mut raw = [0u8; SUPERBLOCK_SIZE];
-    reader.read_image(SUPERBLOCK_OFFSET, &mut raw).ok()?;
+    blocks.read(SUPERBLOCK_OFFSET, &mut raw).ok()?;
     let sb = Superblock::parse(&raw).ok()?;
     if sb.inode_size >= CHECKSUM_HI_END || !sb.has_ro_compat(ro_compat::METADATA_CSUM) {
         return None;
@@ -188,13 +70,6 @@ fn small_inode_patch(reader: &mut ImageBlocks) -> Option<(u64, Vec<u8>)> {
         SUPERBLOCK_OFFSET + S_FEATURE_RO_COMPAT,
         word.to_le_bytes().to_vec(),
     ))
-}
-
-/// The random-access side of an image that [`Browser::open`] checked has one.
-fn random(image: &Image) -> &Random {
-    image
-        .random_access()
-        .expect("Browser::open accepts random-access images only")
 }
 
 /// A directory entry as `ls` shows it.
@@ -262,16 +137,10 @@ impl Browser {
                 ),
             ));
         }
-        let decoded = Rc::new(Cell::new(0));
-        let mut reader = ImageBlocks {
-            image,
-            cache: lru::LruCache::new(NonZeroUsize::new(CACHE_CHUNKS).expect("non-zero")),
-            dctx: zstd::bulk::Decompressor::new()
-                .map_err(|e| IoError::new(path, "create a zstd context for", None, e))?,
-            decoded: Rc::clone(&decoded),
-            patch: None,
-        };
-        reader.patch = small_inode_patch(&mut reader);
+        let mut blocks = ImageBlocks::new(image)?;
+        let decoded = blocks.decoded_counter();
+        let patch = small_inode_patch(&mut blocks);
+        let reader = Ext4Blocks { blocks, patch };
         let fs = Ext4::load(Box::new(reader)).map_err(|e| browse_error(path, "/", &e))?;
         Ok(Self {
             image: path.to_path_buf(),

@@ -11,7 +11,9 @@
 
 pub(crate) mod atomic;
 pub mod browse;
+pub mod compare;
 pub mod disk;
+pub mod drift;
 pub mod error;
 pub mod fs;
 #[doc(hidden)]

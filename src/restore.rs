@@ -13,6 +13,8 @@ use rayon::iter::{ParallelBridge, ParallelIterator};
 use serde::Serialize;
 
 use crate::Error;
+use crate::compare;
+use crate::error::IoError;
 use crate::fs::{Identity, Uuid, identify};
 use crate::guard::{self, Access, check_not_mounted};
 use crate::image::Unstored;
@@ -70,6 +72,10 @@ pub struct RestoreOptions {
     /// Restore over a partition table, partitions, another filesystem or an image on the
     /// target (refused without it).
     pub force: bool,
+    /// Skip every chunk the target already holds (compared by content hash before fetching,
+    /// or after decompressing for version 1 images and streams), and write nothing that is
+    /// already there.
+    pub delta: bool,
 }
 
 /// What a restore did.
@@ -81,8 +87,17 @@ pub struct RestoreReport {
     pub target: PathBuf,
     /// The image header.
     pub header: Header,
-    /// Chunks written.
+    /// Chunks in the image.
     pub chunks: u64,
+    /// Chunks written to the target.
+    pub chunks_written: u64,
+    /// Chunks the target already held (delta): not written, and for a version 2 image read at
+    /// random not even fetched.
+    pub chunks_skipped: u64,
+    /// Bytes of the image read (for a URL: fetched over the network).
+    pub image_bytes_read: u64,
+    /// Data bytes of the chunks skipped.
+    pub bytes_skipped: u64,
     /// Blocks written.
     pub blocks_written: u64,
     /// Bytes written from the image.
@@ -95,6 +110,8 @@ pub struct RestoreReport {
     pub free_space: FreeSpace,
     /// What the target held before the restore.
     pub target_before: Identity,
+    /// Whether this was a delta restore.
+    pub delta: bool,
 }
 
 /// Restores an image onto `target`.
@@ -137,11 +154,40 @@ pub fn restore(
                 crate::interrupt::check()?;
                 let pending = pending?;
                 let seq = pending.seq();
+                let w = Writer {
+                    hdr: &hdr,
+                    tgt: &tgt,
+                    free,
+                    delta: opts.delta,
+                    progress,
+                };
+                // Delta, version 2, at random: compare the target with the chunk's content
+                // hash from its extent list alone; a chunk it holds is never fetched.
+                if opts.delta
+                    && let Some(content) = pending.entry().and_then(|e| e.content_hash)
+                    && let Some(head) = pending.fetch_extents(&hdr)?
+                    && compare::holds(&tgt, &hdr, &head.extents, content)
+                        .map_err(|e| IoError::new(target, "read", None, e))?
+                {
+                    let head_bytes = crate::image::chunk::head_len(head.extents.len() as u32);
+                    return w.skip(seq, &head, head_bytes as u64);
+                }
                 let chunk = pending.fetch()?;
+                let fetched = chunk.record_len();
                 let done = chunk.check(&hdr, |c, data| {
-                    write_chunk(seq, c, data, &hdr, &tgt, free, progress)
+                    // Without a content hash to go by: compare what was decompressed.
+                    if opts.delta
+                        && compare::differing(&tgt, &hdr, &c.extents, data)
+                            .map_err(|e| IoError::new(target, "read", None, e))?
+                            .is_empty()
+                    {
+                        return w.skip(seq, c, fetched);
+                    }
+                    w.write(seq, c, data, fetched)
                 })?;
-                written.fetch_add(1, Ordering::Relaxed);
+                if !done.skipped {
+                    written.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(done)
             })
             .collect::<Result<Vec<_>, Error>>()
@@ -150,7 +196,7 @@ pub fn restore(
         progress.finish();
         done.sort_unstable_by_key(|d| d.span.seq);
         image.finish(done.iter().map(|d| d.span).collect())?;
-        finish(source.path(), &hdr, &done, &tgt, free, before)
+        finish(source.path(), &hdr, &done, &tgt, free, opts.delta, before)
     });
     // Once blocks were written, a failure leaves the target holding part of the image: say so.
     finished.map_err(|e| match written.into_inner() {
@@ -217,65 +263,118 @@ fn check_target(
     Ok(before)
 }
 
-/// A chunk that was written.
+/// A chunk that was restored (written, or found on the target already).
 #[derive(Clone, Copy, Debug)]
 struct ChunkDone {
     span: ChunkSpan,
     /// Bytes cleared in the gaps between its extents.
     cleared: u64,
+    /// The target held it already.
+    skipped: bool,
+    /// Bytes of its record read from the image.
+    fetched: u64,
 }
 
-/// Writes a checked chunk's blocks (`data`: its data extents back to back), clearing the gaps
-/// between its extents.
-fn write_chunk(
-    seq: u64,
-    c: &CheckedChunk,
-    data: &[u8],
-    hdr: &Header,
-    tgt: &Target,
+/// What a worker needs to restore one chunk.
+struct Writer<'a> {
+    hdr: &'a Header,
+    tgt: &'a Target,
     free: FreeSpace,
-    progress: &dyn Progress,
-) -> Result<ChunkDone, Error> {
-    let bs = u64::from(hdr.block_size);
-    let mut pos = 0usize;
-    let mut prev_end: Option<u64> = None;
-    let mut cleared = 0;
-    for ce in &c.extents {
-        let e = ce.extent;
-        if let Some(p) = prev_end {
-            cleared += clear(tgt, hdr, free, p, e.start)?;
-        }
-        prev_end = Some(e.end());
-        if ce.zero {
-            // Used blocks whose contents never mattered (unused inode tables): zeros.
-            clear(tgt, hdr, FreeSpace::Zero, e.start, e.end())?;
-            continue;
-        }
-        let len = (e.len * bs) as usize;
-        let offset = e.start * bs;
-        // Never write at or past the source size (a raw image's last block may be partial).
-        let keep = hdr.source_size.saturating_sub(offset).min(len as u64) as usize;
-        tgt.write_at(&data[pos..pos + keep], offset)?;
-        pos += len;
-    }
-    // Start writing this chunk's span to disk now rather than all at the final fsync.
-    let span = (c.end_block - c.first_block) * bs;
-    crate::sys::start_writeback(tgt.file(), c.first_block * bs, span);
-    progress.advance((c.blocks + c.zero_blocks) * bs);
-    Ok(ChunkDone {
-        span: c.span(seq),
-        cleared,
-    })
+    delta: bool,
+    progress: &'a dyn Progress,
 }
 
-/// Zeroes or discards blocks `[from, to)` as `free` (already [`FreeSpace::for_image`]) says.
-fn clear(tgt: &Target, hdr: &Header, free: FreeSpace, from: u64, to: u64) -> Result<u64, Error> {
+impl Writer<'_> {
+    /// Clears the gaps between a chunk's extents as `free` says.
+    fn clear_gaps(&self, c: &CheckedChunk) -> Result<u64, Error> {
+        let mut cleared = 0;
+        for pair in c.extents.windows(2) {
+            cleared += clear(
+                self.tgt,
+                self.hdr,
+                self.free,
+                self.delta,
+                pair[0].extent.end(),
+                pair[1].extent.start,
+            )?;
+        }
+        Ok(cleared)
+    }
+
+    /// A chunk the target already holds: nothing of it is written (its gaps are still cleared
+    /// as asked, where they are not clear already).
+    fn skip(&self, seq: u64, c: &CheckedChunk, fetched: u64) -> Result<ChunkDone, Error> {
+        let cleared = self.clear_gaps(c)?;
+        let bs = u64::from(self.hdr.block_size);
+        self.progress.advance((c.blocks + c.zero_blocks) * bs);
+        Ok(ChunkDone {
+            span: c.span(seq),
+            cleared,
+            skipped: true,
+            fetched,
+        })
+    }
+
+    /// Writes a checked chunk's blocks (`data`: its data extents back to back), clearing the
+    /// gaps between its extents.
+    fn write(
+        &self,
+        seq: u64,
+        c: &CheckedChunk,
+        data: &[u8],
+        fetched: u64,
+    ) -> Result<ChunkDone, Error> {
+        let (hdr, tgt) = (self.hdr, self.tgt);
+        let bs = u64::from(hdr.block_size);
+        let mut pos = 0usize;
+        for ce in &c.extents {
+            let e = ce.extent;
+            if ce.zero {
+                // Used blocks whose contents never mattered (unused inode tables): zeros.
+                clear(tgt, hdr, FreeSpace::Zero, false, e.start, e.end())?;
+                continue;
+            }
+            let len = (e.len * bs) as usize;
+            let offset = e.start * bs;
+            // Never write at or past the source size (a raw image's last block may be partial).
+            let keep = hdr.source_size.saturating_sub(offset).min(len as u64) as usize;
+            tgt.write_at(&data[pos..pos + keep], offset)?;
+            pos += len;
+        }
+        let cleared = self.clear_gaps(c)?;
+        // Start writing this chunk's span to disk now rather than all at the final fsync.
+        let span = (c.end_block - c.first_block) * bs;
+        crate::sys::start_writeback(tgt.file(), c.first_block * bs, span);
+        self.progress.advance((c.blocks + c.zero_blocks) * bs);
+        Ok(ChunkDone {
+            span: c.span(seq),
+            cleared,
+            skipped: false,
+            fetched,
+        })
+    }
+}
+
+/// Zeroes or discards blocks `[from, to)` as `free` (already [`FreeSpace::for_image`]) says;
+/// with `delta`, only where they do not read as zeros already (nothing is written that is
+/// already there).
+fn clear(
+    tgt: &Target,
+    hdr: &Header,
+    free: FreeSpace,
+    delta: bool,
+    from: u64,
+    to: u64,
+) -> Result<u64, Error> {
     if from >= to {
         return Ok(0);
     }
     let bs = u64::from(hdr.block_size);
     let offset = from * bs;
     let len = (to * bs).min(hdr.source_size).saturating_sub(offset);
+    if delta && free != FreeSpace::Leave && tgt.reads_as_zeros(offset, len)? {
+        return Ok(0);
+    }
     match free {
         FreeSpace::Leave => return Ok(0),
         FreeSpace::Zero => tgt.zero_range(offset, len)?,
@@ -296,28 +395,37 @@ fn finish(
     done: &[ChunkDone],
     tgt: &Target,
     free: FreeSpace,
+    delta: bool,
     target_before: Identity,
 ) -> Result<RestoreReport, Error> {
     let mut cleared: u64 = done.iter().map(|d| d.cleared).sum();
     let mut prev_end = 0;
     for d in done {
-        cleared += clear(tgt, hdr, free, prev_end, d.span.first_block)?;
+        cleared += clear(tgt, hdr, free, delta, prev_end, d.span.first_block)?;
         prev_end = d.span.end_block;
     }
-    cleared += clear(tgt, hdr, free, prev_end, hdr.total_blocks)?;
+    cleared += clear(tgt, hdr, free, delta, prev_end, hdr.total_blocks)?;
     tgt.sync()?;
-    let blocks: u64 = done.iter().map(|d| d.span.blocks).sum();
-    let blocks_zeroed: u64 = done.iter().map(|d| d.span.zero_blocks).sum();
+    let bs = u64::from(hdr.block_size);
+    let written = || done.iter().filter(|d| !d.skipped);
+    let blocks: u64 = written().map(|d| d.span.blocks).sum();
+    let blocks_zeroed: u64 = written().map(|d| d.span.zero_blocks).sum();
+    let skipped = || done.iter().filter(|d| d.skipped);
     Ok(RestoreReport {
         image: path.to_path_buf(),
         target: tgt.path().to_path_buf(),
         header: hdr.clone(),
         chunks: done.len() as u64,
+        chunks_written: written().count() as u64,
+        chunks_skipped: skipped().count() as u64,
+        image_bytes_read: done.iter().map(|d| d.fetched).sum(),
+        bytes_skipped: skipped().map(|d| d.span.blocks * bs).sum(),
         blocks_written: blocks,
-        bytes_written: blocks * u64::from(hdr.block_size),
+        bytes_written: blocks * bs,
         bytes_cleared: cleared,
         blocks_zeroed,
         free_space: free,
         target_before,
+        delta,
     })
 }

@@ -175,6 +175,29 @@ impl Target {
         Ok(())
     }
 
+    /// Whether `len` bytes at `offset` read as zeros (a hole of a file counts without reading).
+    ///
+    /// # Errors
+    /// A read error.
+    pub fn reads_as_zeros(&self, offset: u64, len: u64) -> Result<bool, IoError> {
+        if self.kind == DeviceKind::File && crate::sys::is_hole(&self.file, offset, len) {
+            return Ok(true);
+        }
+        let mut buf = vec![0u8; (1 << 20).min(len) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(buf.len() as u64) as usize;
+            self.file
+                .read_exact_at(&mut buf[..n], offset + done)
+                .map_err(|e| IoError::new(&self.path, "read", Some(offset + done), e))?;
+            if buf[..n].iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            done += n as u64;
+        }
+        Ok(true)
+    }
+
     /// fsync.
     ///
     /// # Errors
@@ -210,4 +233,20 @@ fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
         len,
     )?;
     Ok(())
+}
+
+impl crate::source::ReadAt for Target {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if offset
+            .checked_add(buf.len() as u64)
+            .is_none_or(|end| end > self.size)
+        {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.file.read_exact_at(buf, offset)
+    }
 }

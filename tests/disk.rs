@@ -599,3 +599,63 @@ fn restore_disk_grows_the_last_partition_onto_a_bigger_disk() {
         }
     }
 }
+
+#[test]
+fn restore_disk_from_a_url() {
+    if let Some(why) = tools_missing() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    if !have("nginx") {
+        eprintln!("SKIP: needs nginx");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_img, a) = make_source_disk(dir.path(), "gpt", false);
+    let www = dir.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    save_disk(&a.dev, &www.join("node"), &["--reformat", "4"]);
+    let nginx = common::http::Nginx::start(&www, true).unwrap();
+    let target = dir.path().join("target-disk.img");
+    common::pattern_file(&target, 300 << 20);
+    let b = LoopDev::new(&target).unwrap();
+    let url = nginx.url("node");
+    // Over HTTP, with the post-restore command run in the restored root.
+    let (code, t) = output(&[
+        "restore-disk".as_ref(),
+        "--post-restore".as_ref(),
+        "touch \"$RIMAGE_ROOT/ran\"".as_ref(),
+        url.as_ref(),
+        b.dev.as_os_str(),
+    ]);
+    assert_eq!(code, Some(0), "{t}");
+    assert_eq!(table_dump(&a.dev), table_dump(&b.dev));
+    for n in 1..=4 {
+        assert_eq!(blkid(&a.part(n)), blkid(&b.part(n)), "partition {n}");
+    }
+    common::assert_fsck_clean(&b.part(2));
+    let (_, x) = common::tree::snapshot(&a.part(2)).unwrap();
+    let (_, mut y) = common::tree::snapshot(&b.part(2)).unwrap();
+    assert!(
+        y.remove("/ran").is_some(),
+        "the post-restore command did not run"
+    );
+    assert!(x == y, "the root's files differ");
+    // Again, as a delta: nothing left to write.
+    let (code, t) = output(&[
+        "restore-disk".as_ref(),
+        "--delta".as_ref(),
+        "--json".as_ref(),
+        url.as_ref(),
+        b.dev.as_os_str(),
+    ]);
+    assert_eq!(code, Some(0), "{t}");
+    // A missing saved disk names the manifest's URL.
+    let (code, t) = output(&[
+        "restore-disk".as_ref(),
+        nginx.url("nope").as_ref(),
+        b.dev.as_os_str(),
+    ]);
+    assert_eq!(code, Some(1), "{t}");
+    assert!(t.contains("nope/manifest.toml") && t.contains("404"), "{t}");
+}

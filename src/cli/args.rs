@@ -64,6 +64,33 @@ pub struct Compression {
     pub threads: Threads,
 }
 
+/// How images named by URL (`http://`, `https://`) are fetched.
+#[derive(Debug, Args)]
+pub struct Net {
+    /// Attempts after the first for each request to a server (reset connections, stalls,
+    /// 5xx answers, short bodies); a transfer resumes from the byte where it stopped.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub retries: u32,
+    /// Seconds to wait for a connection, an answer or the next bytes of one.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub timeout: u64,
+}
+
+impl Net {
+    /// The transport's options.
+    pub fn options(&self) -> rimage::transport::http::HttpOptions {
+        rimage::transport::http::HttpOptions {
+            retries: self.retries,
+            timeout: std::time::Duration::from_secs(self.timeout.max(1)),
+        }
+    }
+
+    /// The image `arg` names (a path, "-", or a URL fetched with these options).
+    pub fn source(&self, arg: &std::path::Path) -> rimage::ImageSource {
+        rimage::ImageSource::from_arg_with(arg, self.options())
+    }
+}
+
 /// What restore does with the blocks the image does not store.
 #[derive(Debug, Args)]
 pub struct FreeSpaceArgs {
@@ -149,7 +176,8 @@ pub enum Command {
     /// written; a chunk that fails is never written and the command exits non-zero. A block
     /// device is opened exclusively: a mounted target is refused.
     Restore {
-        /// Image file, or "-" to read the image from stdin.
+        /// Image file, URL (http://head:8080/images/root.rimg), or "-" to read the image from
+        /// stdin.
         image: PathBuf,
         /// Block device or file to write, e.g. /dev/sda2. A missing file is created (sparse).
         target: PathBuf,
@@ -166,6 +194,14 @@ pub enum Command {
         /// is refused before anything is written.
         #[arg(long)]
         force: bool,
+        /// Re-image cheaply: compare each chunk with what TARGET holds at the same blocks and
+        /// skip the chunks it already holds. With a version 2 image read at random (file,
+        /// URL) a skipped chunk is not even fetched; otherwise it is decompressed and compared,
+        /// which saves writes, not reads.
+        #[arg(long)]
+        delta: bool,
+        #[command(flatten)]
+        net: Net,
         #[command(flatten)]
         out: Output,
     },
@@ -175,10 +211,17 @@ pub enum Command {
     /// Given a directory written by save-disk, checks the whole saved disk: the manifest, the
     /// boot area, and every partition image against its partition.
     Verify {
-        /// Image file, save-disk directory, or "-" to read an image from stdin.
+        /// Image file, URL, save-disk directory, or "-" to read an image from stdin.
         image: PathBuf,
+        /// Check a device against the image instead (drift check): does DEVICE (read, never
+        /// written) hold every block the image stores? Lists the block ranges that differ and,
+        /// for an ext image, the files they belong to. Exit status 0 when identical, 4 when not.
+        #[arg(long, value_name = "DEVICE")]
+        against: Option<PathBuf>,
         #[command(flatten)]
         threads: Threads,
+        #[command(flatten)]
+        net: Net,
         #[command(flatten)]
         out: Output,
     },
@@ -190,18 +233,20 @@ pub enum Command {
     /// blocks a save copies. Anything that is not ext2/3/4 is reported as "raw". A whole disk
     /// (one with a partition table) is described by its table; save it with save-disk.
     Info {
-        /// Image file, save-disk directory, block device, or filesystem image file.
+        /// Image file or URL, save-disk directory, block device, or filesystem image file.
         path: PathBuf,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        net: Net,
     },
     /// List a directory (or describe a file) inside an image, without restoring it.
     ///
     /// Only the chunks holding the filesystem metadata and the directory are read. Shows mode,
     /// owner, size, modification time and name, like `ls -l`.
     Ls {
-        /// Image file.
+        /// Image file or URL.
         image: PathBuf,
         /// Absolute path inside the filesystem.
         #[arg(default_value = "/")]
@@ -209,23 +254,29 @@ pub enum Command {
         /// Print a JSON array instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        net: Net,
     },
     /// Write a file from inside an image to stdout, without restoring the image.
     Cat {
-        /// Image file.
+        /// Image file or URL.
         image: PathBuf,
         /// Absolute path of a file inside the filesystem, e.g. /etc/fstab.
         path: String,
+        #[command(flatten)]
+        net: Net,
     },
     /// Copy a file or directory tree out of an image, keeping modes, times and (as root)
     /// owners. Existing files are never overwritten.
     Extract {
-        /// Image file.
+        /// Image file or URL.
         image: PathBuf,
         /// Absolute path inside the filesystem, e.g. /etc.
         path: String,
         /// Where to put it (must not exist).
         dest: PathBuf,
+        #[command(flatten)]
+        net: Net,
     },
     /// Save a whole disk: its partition table, an image of every partition, and a manifest.
     ///
@@ -271,7 +322,8 @@ pub enum Command {
     /// The kernel is asked to re-read the table (BLKRRPART); where it cannot, partitions are
     /// added one by one (BLKPG).
     RestoreDisk {
-        /// Directory written by save-disk.
+        /// Directory written by save-disk, or its URL (http://head:8080/images/node-golden/):
+        /// the manifest, boot area and partition images are fetched from under it.
         dir: PathBuf,
         /// The disk to write, e.g. /dev/sda.
         disk: PathBuf,
@@ -294,6 +346,11 @@ pub enum Command {
         /// Without it the extra space is left unused (and a note says so).
         #[arg(long)]
         grow: bool,
+        /// Skip the chunks each partition already holds (see `rimage restore --delta`).
+        #[arg(long)]
+        delta: bool,
+        #[command(flatten)]
+        net: Net,
         #[command(flatten)]
         out: Output,
     },

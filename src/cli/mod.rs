@@ -26,6 +26,8 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit status: the image failed verification (corrupt, truncated, digest mismatch).
 pub const EXIT_CORRUPT: u8 = 3;
+/// Exit status: `verify --against`: the device differs from the image (it drifted).
+pub const EXIT_DRIFT: u8 = 4;
 
 /// Parses the command line; `Err` carries the exit code after clap printed help, the version
 /// or a usage error.
@@ -79,6 +81,8 @@ pub fn try_main(cli: Cli) -> Result<ExitCode> {
             free,
             expect_uuid,
             force,
+            delta,
+            net,
             out,
         } => {
             let opts = RestoreOptions {
@@ -86,36 +90,51 @@ pub fn try_main(cli: Cli) -> Result<ExitCode> {
                 free_space: free.free_space(),
                 expect_uuid,
                 force,
+                delta,
             };
             let started = Instant::now();
-            let source = ImageSource::from_arg(&image);
+            let source = net.source(&image);
             let report = rimage::restore(&source, &target, &opts, &Bar::new(&out))?;
             report::restore(&report, started.elapsed().as_secs_f64(), &out)?;
             Ok(ok)
         }
         Command::Verify {
             image,
+            against,
             threads,
+            net,
             out,
         } => {
+            if let Some(device) = against {
+                let source = net.source(&image);
+                let report =
+                    rimage::drift::drift(&source, &device, threads.threads, &Bar::new(&out))?;
+                report::drift(&report, &out)?;
+                return Ok(ExitCode::from(if report.identical {
+                    EXIT_OK
+                } else {
+                    EXIT_DRIFT
+                }));
+            }
             let ok = if image.is_dir() {
                 let report = rimage::disk::verify_dir(&image, threads.threads, &Bar::new(&out))?;
                 report::verify_dir(&report, &out)?;
                 report.ok
             } else {
-                let source = ImageSource::from_arg(&image);
+                let source = net.source(&image);
                 let report = rimage::verify(&source, threads.threads, &Bar::new(&out))?;
                 report::verify(&report, &out)?;
                 report.ok
             };
             Ok(ExitCode::from(if ok { EXIT_OK } else { EXIT_CORRUPT }))
         }
-        Command::Info { path, json } => {
+        Command::Info { path, json, net } => {
+            let source = net.source(&path);
             if path.is_dir() {
                 let info = rimage::disk::inspect_dir(&path)?;
                 report::disk_info(&info, json)?;
-            } else if rimage::is_image(&path) {
-                let info = rimage::inspect_image(&ImageSource::File(path.clone()))?;
+            } else if matches!(source, ImageSource::Url { .. }) || rimage::is_image(&path) {
+                let info = rimage::inspect_image(&source)?;
                 report::image_info(&path, &info, json)?;
             } else if let Some(table) = rimage::disk::inspect_disk(&path)? {
                 report::disk_table(&path, &table, json)?;
@@ -125,20 +144,30 @@ pub fn try_main(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ok)
         }
-        Command::Ls { image, path, json } => {
-            let browser = rimage::Browser::open(&ImageSource::from_arg(&image))?;
+        Command::Ls {
+            image,
+            path,
+            json,
+            net,
+        } => {
+            let browser = rimage::Browser::open(&net.source(&image))?;
             report::listing(&browser.list(&path)?, json)?;
             Ok(ok)
         }
-        Command::Cat { image, path } => {
-            let browser = rimage::Browser::open(&ImageSource::from_arg(&image))?;
+        Command::Cat { image, path, net } => {
+            let browser = rimage::Browser::open(&net.source(&image))?;
             let mut out = io::stdout().lock();
             browser.cat(&path, &mut out)?;
             out.flush()?;
             Ok(ok)
         }
-        Command::Extract { image, path, dest } => {
-            let browser = rimage::Browser::open(&ImageSource::from_arg(&image))?;
+        Command::Extract {
+            image,
+            path,
+            dest,
+            net,
+        } => {
+            let browser = rimage::Browser::open(&net.source(&image))?;
             let n = browser.extract(&path, &dest)?;
             eprintln!(
                 "extracted {} from {}:{path} to {}",
@@ -185,6 +214,8 @@ pub fn try_main(cli: Cli) -> Result<ExitCode> {
             threads,
             zero_free,
             grow,
+            delta,
+            net,
             out,
         } => {
             let opts = rimage::disk::RestoreDiskOptions {
@@ -197,12 +228,14 @@ pub fn try_main(cli: Cli) -> Result<ExitCode> {
                     },
                     expect_uuid: None,
                     force: false,
+                    delta,
                 },
                 post_restore,
                 root,
                 grow,
             };
-            let report = rimage::disk::restore_disk(&dir, &disk, &opts, &Bar::new(&out))?;
+            let source = rimage::disk::DiskSource::from_arg(&dir, net.options());
+            let report = rimage::disk::restore_disk(&source, &disk, &opts, &Bar::new(&out))?;
             report::disk(&report, &out, "restored")?;
             Ok(ok)
         }

@@ -59,10 +59,18 @@ pub fn restore(report: &rimage::RestoreReport, secs: f64, out: &Output) -> Resul
             report.image.display(),
             report.target.display(),
             HumanBytes(report.bytes_written),
-            plural(report.chunks, "chunk"),
+            plural(report.chunks_written, "chunk"),
             secs,
             HumanBytes((report.bytes_written as f64 / secs.max(1e-9)) as u64)
         );
+        if report.delta {
+            line.push_str(&format!(
+                "; delta: {} ({}) already on the target, skipped; {} of the image read",
+                plural(report.chunks_skipped, "chunk"),
+                HumanBytes(report.bytes_skipped),
+                HumanBytes(report.image_bytes_read)
+            ));
+        }
         if report.bytes_cleared > 0 {
             let how = if report.free_space == FreeSpace::Discard {
                 "discarded"
@@ -393,6 +401,47 @@ fn mode_string(kind: &str, mode: u16) -> String {
         s.push(if mode & (0o400 >> i) != 0 { c } else { '-' });
     }
     s
+}
+
+/// The drift check: identical, or the differing block ranges and the files they belong to.
+pub fn drift(report: &rimage::drift::DriftReport, out: &Output) -> Result<()> {
+    if out.json {
+        return print_json(report, false);
+    }
+    let mut stdout = io::stdout().lock();
+    let (img, dev) = (report.image.display(), report.device.display());
+    if report.identical {
+        if !out.quiet {
+            writeln!(
+                stdout,
+                "{dev}: identical to {img} ({} compared)",
+                plural(report.chunks, "chunk")
+            )?;
+        }
+        return Ok(());
+    }
+    let bs = u64::from(report.block_size);
+    writeln!(
+        stdout,
+        "{dev}: differs from {img} in {} ({}) in {} of {}",
+        plural(report.blocks_differing, "block"),
+        HumanBytes(report.blocks_differing * bs),
+        plural(report.chunks_differing, "chunk"),
+        report.chunks
+    )?;
+    for (a, b) in &report.ranges {
+        writeln!(stdout, "  blocks {a}..{b}")?;
+    }
+    if !report.files.is_empty() {
+        writeln!(stdout, "  in:")?;
+        for f in &report.files {
+            writeln!(stdout, "    {f}")?;
+        }
+    }
+    if let Some(n) = &report.files_note {
+        writeln!(stdout, "  ({n})")?;
+    }
+    Ok(())
 }
 
 /// The outcome of checking a saved disk: each image's verdict, then OK or FAILED.

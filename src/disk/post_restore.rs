@@ -8,10 +8,10 @@ use std::process::Command;
 
 use super::io;
 use super::manifest::{Action, Manifest, Plan};
+use super::source::DiskSource;
 use crate::Error;
 use crate::error::IoError;
 use crate::progress::Progress;
-use crate::transport::ImageSource;
 
 /// A restored partition an fstab line may name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,14 +84,14 @@ impl Mounts {
 ///
 /// # Errors
 /// A `--root` that is not an imaged ext partition, or no image with /etc/fstab.
-pub fn choose_root(m: &Manifest, dir: &Path, root: Option<u32>) -> Result<u32, Error> {
+pub fn choose_root(m: &Manifest, src: &DiskSource, root: Option<u32>) -> Result<u32, Error> {
     let imaged: Vec<&Plan> = m
         .partitions
         .iter()
         .filter(|p| p.action == Action::Image && p.filesystem.kind.is_ext())
         .collect();
     let has_fstab = |p: &Plan| {
-        let image = ImageSource::File(dir.join(p.image.as_deref().unwrap_or_default()));
+        let image = src.image(p.image.as_deref().unwrap_or_default());
         crate::Browser::open(&image).is_ok_and(|b| b.fs().exists("/etc/fstab").unwrap_or(false))
     };
     match root {
@@ -105,7 +105,7 @@ pub fn choose_root(m: &Manifest, dir: &Path, root: Option<u32>) -> Result<u32, E
             .map(|p| p.number)
             .ok_or_else(|| {
                 Error::refused(
-                    dir,
+                    src.name(),
                     "--post-restore: no imaged partition has /etc/fstab; name the root with --root N. Nothing was written",
                 )
             }),

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::manifest::{Action, MANIFEST, Manifest};
+use super::manifest::{Action, MANIFEST};
+use super::source::DiskSource;
 use super::table::{self, SECTOR, Table, TableKind};
 use super::{DiskReport, PartitionReport, check_disk_mounts, io, kernel, post_restore, table_name};
 use crate::Error;
@@ -17,7 +18,6 @@ use crate::guard::Access;
 use crate::progress::Progress;
 use crate::restore::RestoreOptions;
 use crate::source::Device;
-use crate::transport::ImageSource;
 
 /// How to restore a disk.
 #[derive(Clone, Debug, Default)]
@@ -121,16 +121,14 @@ fn same_table(a: &Table, b: &Table, same_size: bool) -> bool {
 /// partitions), a disk that is not a block device, is mounted, in use or too small. After:
 /// the failing step, naming the partition.
 pub fn restore_disk(
-    dir: &Path,
+    src: &DiskSource,
     disk: &Path,
     opts: &RestoreDiskOptions,
     progress: &dyn Progress,
 ) -> Result<DiskReport, Error> {
-    let manifest_path = dir.join(MANIFEST);
-    let m = Manifest::read(&manifest_path).map_err(|source| Error::Manifest {
-        path: manifest_path.clone(),
-        source,
-    })?;
+    let dir = src.name();
+    let manifest_path = src.file_name(MANIFEST);
+    let m = src.manifest()?;
     // Everything that can be checked is checked before the disk is touched.
     let reformats = m
         .partitions
@@ -151,8 +149,9 @@ pub fn restore_disk(
         ));
     }
     for p in m.partitions.iter().filter(|p| p.action == Action::Image) {
-        let img = dir.join(p.image.as_deref().unwrap_or_default());
-        let info = crate::inspect_image(&ImageSource::File(img.clone()))?;
+        let name = p.image.as_deref().unwrap_or_default();
+        let img = src.file_name(name);
+        let info = crate::inspect_image(&src.image(name))?;
         if info.header.source_size > entry(p.number).size_bytes() {
             return Err(Error::refused(
                 &img,
@@ -166,11 +165,11 @@ pub fn restore_disk(
         }
     }
     let root = match &opts.post_restore {
-        Some(_) => Some(post_restore::choose_root(&m, dir, opts.root)?),
+        Some(_) => Some(post_restore::choose_root(&m, src, opts.root)?),
         None => None,
     };
     let boot = match &m.boot_area {
-        Some(name) => Some(std::fs::read(dir.join(name)).map_err(io(&dir.join(name), "read"))?),
+        Some(name) => Some(src.read_file(name, super::MAX_BOOT_AREA)?),
         None => None,
     };
     let is_block = std::fs::metadata(disk)
@@ -295,7 +294,8 @@ pub fn restore_disk(
         nodes.insert(p.number, node.clone());
         match p.action {
             Action::Image => {
-                let img = dir.join(p.image.as_deref().unwrap_or_default());
+                let name = p.image.as_deref().unwrap_or_default();
+                let img = src.file_name(name);
                 progress.note(&format!(
                     "partition {}: restoring {} onto {}",
                     p.number,
@@ -308,7 +308,7 @@ pub fn restore_disk(
                     force: true,
                     ..opts.restore.clone()
                 };
-                crate::restore(&ImageSource::File(img), &node, &part_opts, progress)?;
+                crate::restore(&src.image(name), &node, &part_opts, progress)?;
                 if grew == Some(p.number) {
                     grow_filesystem(&node, p.filesystem.kind, e.size_bytes(), progress)?;
                 }

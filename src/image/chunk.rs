@@ -291,61 +291,7 @@ impl<'a> ChunkRecord<'a> {
     /// # Errors
     /// [`FormatError::BadChunk`] naming the problem.
     pub fn check_extents(&self, hdr: &Header) -> Result<CheckedChunk, FormatError> {
-        let mut extents: Vec<ChunkExtent> = Vec::with_capacity(self.header.n_extents as usize);
-        let (mut blocks, mut zero_blocks) = (0u64, 0u64);
-        let bad = |reason: String| FormatError::BadChunk {
-            chunk: self.id(None),
-            reason,
-        };
-        for (start, word) in self.raw_extents() {
-            let (len, zero) = (word & !ZERO_EXTENT, word & ZERO_EXTENT != 0);
-            if len == 0 {
-                return Err(bad(format!("empty extent at block {start}")));
-            }
-            if start
-                .checked_add(u64::from(len))
-                .is_none_or(|end| end > hdr.total_blocks)
-            {
-                let total = hdr.total_blocks;
-                return Err(bad(format!(
-                    "extent {start}+{len} lies outside the {total} blocks of the source"
-                )));
-            }
-            // Ascending; touching only between a data and a zero extent (same kinds are merged).
-            if let Some(prev) = extents.last()
-                && (start < prev.extent.end() || (start == prev.extent.end() && prev.zero == zero))
-            {
-                let end = prev.extent.end();
-                return Err(bad(format!(
-                    "extent at block {start} does not follow the previous one (ending at {end})"
-                )));
-            }
-            extents.push(ChunkExtent {
-                extent: Extent {
-                    start,
-                    len: u64::from(len),
-                },
-                zero,
-            });
-            // At most 65536 extents of at most 2^31 blocks: no overflow.
-            *(if zero { &mut zero_blocks } else { &mut blocks }) += u64::from(len);
-        }
-        if blocks.checked_mul(u64::from(hdr.block_size)) != Some(u64::from(self.header.raw_len)) {
-            let raw = self.header.raw_len;
-            return Err(bad(format!(
-                "data extents hold {blocks} blocks but the raw length is {raw} bytes"
-            )));
-        }
-        let first_block = extents[0].extent.start;
-        let end_block = extents[extents.len() - 1].extent.end();
-        Ok(CheckedChunk {
-            extents,
-            first_block,
-            end_block,
-            blocks,
-            zero_blocks,
-            content_hash: None,
-        })
+        check_extent_list(&self.header, self.raw_extents(), self.id(None), hdr)
     }
 
     /// Decompresses the payload into `out` (cleared first; its capacity is reused) and checks
@@ -450,6 +396,108 @@ impl ChunkRecord<'_> {
         }
         Ok(c)
     }
+}
+
+/// Checks an extent list (`(start, length word)` pairs as stored) against the record's header
+/// and the image's: non-empty, ascending, not touching, inside `[0, total_blocks)`, and adding
+/// up to the raw length.
+fn check_extent_list(
+    head: &ChunkHeader,
+    raw: impl Iterator<Item = (u64, u32)>,
+    id: ChunkId,
+    hdr: &Header,
+) -> Result<CheckedChunk, FormatError> {
+    let mut extents: Vec<ChunkExtent> = Vec::with_capacity(head.n_extents as usize);
+    let (mut blocks, mut zero_blocks) = (0u64, 0u64);
+    let bad = |reason: String| FormatError::BadChunk { chunk: id, reason };
+    for (start, word) in raw {
+        let (len, zero) = (word & !ZERO_EXTENT, word & ZERO_EXTENT != 0);
+        if len == 0 {
+            return Err(bad(format!("empty extent at block {start}")));
+        }
+        if start
+            .checked_add(u64::from(len))
+            .is_none_or(|end| end > hdr.total_blocks)
+        {
+            let total = hdr.total_blocks;
+            return Err(bad(format!(
+                "extent {start}+{len} lies outside the {total} blocks of the source"
+            )));
+        }
+        // Ascending; touching only between a data and a zero extent (same kinds are merged).
+        if let Some(prev) = extents.last()
+            && (start < prev.extent.end() || (start == prev.extent.end() && prev.zero == zero))
+        {
+            let end = prev.extent.end();
+            return Err(bad(format!(
+                "extent at block {start} does not follow the previous one (ending at {end})"
+            )));
+        }
+        extents.push(ChunkExtent {
+            extent: Extent {
+                start,
+                len: u64::from(len),
+            },
+            zero,
+        });
+        // At most 65536 extents of at most 2^31 blocks: no overflow.
+        *(if zero { &mut zero_blocks } else { &mut blocks }) += u64::from(len);
+    }
+    if blocks.checked_mul(u64::from(hdr.block_size)) != Some(u64::from(head.raw_len)) {
+        let raw = head.raw_len;
+        return Err(bad(format!(
+            "data extents hold {blocks} blocks but the raw length is {raw} bytes"
+        )));
+    }
+    let first_block = extents[0].extent.start;
+    let end_block = extents[extents.len() - 1].extent.end();
+    Ok(CheckedChunk {
+        extents,
+        first_block,
+        end_block,
+        blocks,
+        zero_blocks,
+        content_hash: None,
+    })
+}
+
+/// Bytes of a record's head (fixed part and extent list) for `n_extents` extents.
+pub fn head_len(n_extents: u32) -> usize {
+    CHUNK_HEADER_LEN + n_extents as usize * EXTENT_LEN
+}
+
+/// The extents of a record from its head alone (the first [`head_len`] bytes, found at
+/// `offset`): what a reader needs to compare a chunk with a target before fetching the rest.
+/// The head is not covered by a checksum of its own: a damaged extent list gives a content
+/// hash that no target matches, and the full record is then fetched and checked.
+///
+/// # Errors
+/// A head that is short or breaks the format's rules.
+pub fn head_extents(head: &[u8], offset: u64, hdr: &Header) -> Result<CheckedChunk, FormatError> {
+    let fixed: &[u8; CHUNK_HEADER_LEN] = head
+        .get(..CHUNK_HEADER_LEN)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(FormatError::Truncated {
+            what: "chunk record",
+            offset,
+        })?;
+    let h = ChunkHeader::decode(fixed, offset, hdr.block_size)?;
+    let list = head
+        .get(CHUNK_HEADER_LEN..head_len(h.n_extents))
+        .ok_or(FormatError::Truncated {
+            what: "chunk record",
+            offset,
+        })?;
+    let id = ChunkId {
+        seq: h.seq,
+        offset,
+        first_block: None,
+        end_block: None,
+    };
+    let raw = list
+        .chunks_exact(EXTENT_LEN)
+        .map(|e| (le_u64(e, 0), le_u32(e, 8)));
+    check_extent_list(&h, raw, id, hdr)
 }
 
 /// A chunk ready to be written: its record in three pieces (head with the extent list, zstd

@@ -316,6 +316,63 @@ impl RandomAccess for HttpImage {
     }
 }
 
+/// Fetches a whole small file (a manifest, a boot area) from `url`, with the same retries; a
+/// file larger than `limit` is refused.
+///
+/// # Errors
+/// As [`open`], or a body larger than `limit`.
+pub fn fetch_small(url: &str, opts: HttpOptions, limit: u64) -> Result<Vec<u8>, Error> {
+    let agent = agent(&opts);
+    let name = PathBuf::from(url);
+    let mut last = String::new();
+    for attempt in 0..=opts.retries {
+        if attempt > 0 {
+            backoff(attempt);
+        }
+        let resp = match agent.get(url).call() {
+            Ok(r) => r,
+            Err(e) if transient(&e) => {
+                last = e.to_string();
+                continue;
+            }
+            Err(e) => return Err(fetch_error(&name, 0, e.to_string())),
+        };
+        match resp.status().as_u16() {
+            200 => {}
+            s @ 500..=599 => {
+                last = format!("HTTP {s}");
+                continue;
+            }
+            s => return Err(fetch_error(&name, 0, format!("HTTP {s}"))),
+        }
+        let mut out = Vec::new();
+        match resp
+            .into_body()
+            .into_reader()
+            .take(limit + 1)
+            .read_to_end(&mut out)
+        {
+            Ok(_) if out.len() as u64 > limit => {
+                return Err(fetch_error(
+                    &name,
+                    0,
+                    format!("larger than the {limit} bytes such a file may have"),
+                ));
+            }
+            Ok(_) => return Ok(out),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(fetch_error(
+        &name,
+        0,
+        format!(
+            "{last} (gave up after {})",
+            crate::plural(u64::from(opts.retries) + 1, "attempt")
+        ),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

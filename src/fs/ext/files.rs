@@ -122,3 +122,161 @@ fn merge(mut v: Vec<Extent>) -> Vec<Extent> {
     v.sort_unstable_by_key(|e| e.start);
     super::merge_sorted(v)
 }
+
+/// `ext4_dir_entry_2` (dir.rst): inode, record length, name length, file type, name.
+const DIRENT_HEADER: usize = 8;
+/// The root directory's inode.
+const ROOT_INO: u32 = 2;
+/// Deepest path followed (a loop in a damaged tree ends here).
+const MAX_DEPTH: usize = 4096;
+
+/// The (inode, name) entries of one directory block (linear entries; the index blocks of a
+/// hashed directory hold one empty entry spanning the block, and its root keeps "." and "..",
+/// so a linear read sees every name exactly once).
+fn dir_entries(block: &[u8], out: &mut Vec<(u32, Vec<u8>)>) {
+    let mut at = 0usize;
+    while at + DIRENT_HEADER <= block.len() {
+        let ino = LittleEndian::read_u32(&block[at..]);
+        let rec_len = usize::from(LittleEndian::read_u16(&block[at + 4..]));
+        let name_len = usize::from(block[at + 6]);
+        if rec_len < DIRENT_HEADER || at + rec_len > block.len() {
+            return;
+        }
+        if ino != 0 && DIRENT_HEADER + name_len <= rec_len {
+            let name = &block[at + DIRENT_HEADER..at + DIRENT_HEADER + name_len];
+            if name != b"." && name != b".." {
+                out.push((ino, name.to_vec()));
+            }
+        }
+        at += rec_len;
+    }
+}
+
+/// What the reserved inodes hold (inodes.rst, "Special inodes"): they have no names.
+fn reserved_inode(ino: u32) -> Option<&'static str> {
+    Some(match ino {
+        3 | 4 => "(a quota file)",
+        5 => "(the boot loader inode)",
+        7 => "(the reserved descriptor blocks, through the resize inode)",
+        8 => "(the journal)",
+        1..=10 if ino != ROOT_INO => "(a reserved inode)",
+        _ => return None,
+    })
+}
+
+impl ExtFs {
+    /// The paths of the files whose blocks (data or mapping) meet `ranges` (sorted, disjoint),
+    /// found by walking every in-use inode and every directory. Blocks no file owns (group
+    /// metadata, free space) add one line saying so.
+    ///
+    /// # Errors
+    /// A read error of an inode table.
+    pub fn paths_of_blocks(
+        &self,
+        dev: &(impl ReadAt + ?Sized),
+        ranges: &[Extent],
+    ) -> Result<Vec<String>, ExtError> {
+        let meets = |e: &Extent| {
+            let i = ranges.partition_point(|r| r.end() <= e.start);
+            ranges.get(i).is_some_and(|r| r.start < e.end())
+        };
+        let bs = u64::from(self.layout.block_size);
+        let isz = usize::from(self.sb.inode_size);
+        let mut owners: Vec<u32> = Vec::new();
+        let mut owned: Vec<Extent> = Vec::new();
+        // child inode → (directory inode, name); the first link found names a file.
+        let mut parent: std::collections::HashMap<u32, (u32, Vec<u8>)> =
+            std::collections::HashMap::new();
+        let mut table = Vec::new();
+        let mut dir_block = vec![0u8; bs as usize];
+        let mut entries = Vec::new();
+        for (g, desc) in (0u32..).zip(&self.groups) {
+            table.resize((self.layout.inode_table_blocks * bs) as usize, 0);
+            if dev.known_zero(desc.inode_table * bs, table.len() as u64) {
+                continue;
+            }
+            read_at(dev, &mut table, desc.inode_table * bs)?;
+            for (k, raw) in table.chunks_exact(isz).enumerate() {
+                if k as u64 >= u64::from(self.sb.inodes_per_group) {
+                    break;
+                }
+                let ino = g * self.sb.inodes_per_group + k as u32 + 1;
+                let head: &[u8; 128] = raw[..128].try_into().expect("128 bytes");
+                let inode = super::inode::Inode::parse(head);
+                if ino == BAD_BLOCKS_INO
+                    || inode.mode == 0
+                    || inode.links == 0
+                    || LittleEndian::read_u32(&raw[I_DTIME..]) != 0
+                {
+                    continue;
+                }
+                let Ok(b) = self.inode_blocks(dev, ino, &inode) else {
+                    continue;
+                };
+                let mut mine = b.meta.clone();
+                mine.extend(b.data.iter().map(|m| Extent {
+                    start: m.physical,
+                    len: m.len,
+                }));
+                if mine.iter().any(meets) {
+                    owners.push(ino);
+                    owned.extend(mine);
+                }
+                if inode.mode & 0xF000 == 0x4000 {
+                    for m in &b.data {
+                        for blk in m.physical..m.physical + m.len {
+                            read_at(dev, &mut dir_block, blk * bs)?;
+                            entries.clear();
+                            dir_entries(&dir_block, &mut entries);
+                            for (child, name) in entries.drain(..) {
+                                parent.entry(child).or_insert((ino, name));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut paths: Vec<String> = owners
+            .iter()
+            .map(|&ino| {
+                if let Some(name) = reserved_inode(ino) {
+                    return name.to_string();
+                }
+                let mut parts = Vec::new();
+                let mut at = ino;
+                while at != ROOT_INO && parts.len() < MAX_DEPTH {
+                    match parent.get(&at) {
+                        Some((p, name)) => {
+                            parts.push(String::from_utf8_lossy(name).into_owned());
+                            at = *p;
+                        }
+                        None => {
+                            parts.push(format!("<inode {at}, no name found>"));
+                            break;
+                        }
+                    }
+                }
+                parts.reverse();
+                format!("/{}", parts.join("/"))
+            })
+            .collect();
+        paths.sort();
+        // Differing blocks that no file owns.
+        let owned = merge(owned);
+        let unowned = ranges.iter().any(|r| {
+            let covered: u64 = owned
+                .iter()
+                .filter(|o| o.start < r.end() && r.start < o.end())
+                .map(|o| o.end().min(r.end()) - o.start.max(r.start))
+                .sum();
+            covered < r.len
+        });
+        if unowned {
+            paths.push(
+                "(blocks no file owns: filesystem metadata such as inode tables and bitmaps)"
+                    .into(),
+            );
+        }
+        Ok(paths)
+    }
+}

@@ -9,6 +9,8 @@
 //! ([`Chunk::check`]: nothing of a chunk is used before every check passed), and hands the
 //! spans of the chunks that passed to [`Image::finish`] for the checks across chunks.
 
+pub mod blocks;
+
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -335,6 +337,42 @@ impl<'a> PendingChunk<'a> {
         }
     }
 
+    /// The chunk's extents, from its record's head alone (one small read), when the image is
+    /// read at random; `None` for a stream (whose record is here already).
+    ///
+    /// # Errors
+    /// The transport's error, or a head that breaks the format or disagrees with the index.
+    pub fn fetch_extents(&self, hdr: &Header) -> Result<Option<CheckedChunk>, Error> {
+        let Pending::Indexed { img, i } = &self.kind else {
+            return Ok(None);
+        };
+        let entry = &img.layout.index[*i];
+        let (at, len) = img.layout.record_range(*i);
+        let fail = |reason: &str| {
+            Error::image(
+                self.name,
+                FormatError::BadIndex(format!("chunk {}: {reason}", self.seq)),
+            )
+        };
+        if entry.n_extents > crate::image::MAX_CHUNK_EXTENTS {
+            return Err(fail("extent count out of range"));
+        }
+        let head = crate::image::chunk::head_len(entry.n_extents) as u64;
+        if head > len {
+            return Err(fail("its extent list does not fit its record"));
+        }
+        let bytes = img
+            .src
+            .read_at(at, head)
+            .map_err(|e| e.in_chunk(self.seq))?;
+        let c = crate::image::chunk::head_extents(&bytes, at, hdr)
+            .map_err(|e| Error::image(self.name, e))?;
+        if (c.first_block, c.end_block) != (entry.first_block, entry.end_block) {
+            return Err(fail("block span differs from its index entry"));
+        }
+        Ok(Some(c))
+    }
+
     /// Fetches the record's bytes from the transport (a stream's are here already).
     ///
     /// # Errors
@@ -422,6 +460,13 @@ impl Chunk<'_> {
             let checked = self.check_with(hdr, dctx, out)?;
             f(&checked, out)
         })
+    }
+}
+
+impl Chunk<'_> {
+    /// Bytes of the record (what was read from the transport).
+    pub fn record_len(&self) -> u64 {
+        self.bytes.len() as u64
     }
 }
 
