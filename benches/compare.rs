@@ -57,6 +57,8 @@ struct Ctx {
     reps: usize,
     cold: bool,
     measures: Vec<Measure>,
+    /// Figures that are not timings (bytes fetched, ...), by name.
+    figures: BTreeMap<String, f64>,
 }
 
 fn sh(cmd: &str) -> bool {
@@ -280,6 +282,8 @@ fn machine() -> String {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
+    // `-- --only-http`: just the HTTP and delta rows, on an existing corpus and image.
+    let only_http = args.iter().any(|a| a == "--only-http");
     if args.iter().any(|a| a == "--list") {
         return;
     }
@@ -325,6 +329,7 @@ fn main() {
         reps,
         cold: is_root && !quick,
         measures: Vec::new(),
+        figures: BTreeMap::new(),
     };
     if !cx.cold {
         eprintln!(
@@ -369,6 +374,39 @@ fn main() {
     let c = corpus.display().to_string();
     let d = |n: &str| dir.join(n).display().to_string();
     let none: &dyn Fn() = &|| {};
+    if only_http {
+        if !dir.join("r3.rimg").exists() {
+            assert!(sh(&format!("{r} save -q -l 3 {c} {}", d("r3.rimg"))));
+        }
+        let target = dir.join("target.img");
+        if !target.exists() {
+            assert!(sh(&format!(
+                "fallocate -l {corpus_bytes} {}",
+                target.display()
+            )));
+        }
+        http_section(
+            &mut cx,
+            &dir,
+            &d("r3.rimg"),
+            &target.display().to_string(),
+            corpus_bytes,
+        );
+        let mut md = String::from("| ratio | value | target | holds |\n|---|---:|---|---|\n");
+        for row in http_ratios(&cx) {
+            let _ = writeln!(
+                md,
+                "| {} | {:.3} | {} | {} |",
+                row.what,
+                row.value,
+                row.target,
+                if row.holds { "yes" } else { "**no**" }
+            );
+        }
+        eprintln!("{md}");
+        std::fs::write(root.join("benches/results/http.md"), md).unwrap();
+        return;
+    }
 
     eprintln!("save:");
     for cache in [true, false] {
@@ -536,6 +574,8 @@ fn main() {
         }
     }
 
+    http_section(&mut cx, &dir, &d("r3.rimg"), &t, corpus_bytes);
+
     eprintln!("scaling (same used data, growing filesystem; warm cache):");
     let scaling = scaling(&mut cx, root);
 
@@ -597,6 +637,9 @@ fn report(cx: &Ctx, root: &Path, used: u64, size: u64, cores: usize, scaling: &[
     };
     let cache = if cx.cold { "cold" } else { "warm" };
     let m = |n: &str, c: &str| cx.get(n, c).unwrap_or_else(|| panic!("no measure {n} {c}"));
+    for row in http_ratios(cx) {
+        add(row.what, row.value, &row.target, row.holds);
+    }
     for c in if cx.cold {
         vec!["cold", "warm"]
     } else {
@@ -849,4 +892,169 @@ fn chart(path: &Path, cx: &Ctx) {
             .unwrap();
     }
     root.present().unwrap();
+}
+
+/// Starts nginx on a loopback port serving `root` (with its own configuration and temporary
+/// paths under `dir`); returns the child and the port.
+fn start_nginx(dir: &Path, root: &Path) -> Option<(std::process::Child, u16)> {
+    if !have("nginx") {
+        eprintln!("  nginx is missing (apt-get install nginx-light): no HTTP rows");
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let d = dir.join("nginx");
+    std::fs::create_dir_all(&d).unwrap();
+    let conf = d.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log;\nevents {{ worker_connections 256; }}\n\
+             http {{ access_log off; default_type application/octet-stream; sendfile on;\n\
+             client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+             keepalive_requests 100000;\n\
+             server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n",
+            d = d.display(),
+            root = root.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(&d)
+        .spawn()
+        .ok()?;
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some((child, port));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    None
+}
+
+/// Restore over HTTP from nginx on loopback vs from the file (warm), and a delta restore over
+/// HTTP after ~1% drift (every 100th chunk gets one changed block) vs a full one: time, and
+/// image bytes read.
+fn http_section(cx: &mut Ctx, dir: &Path, image: &str, target: &str, corpus_bytes: u64) {
+    eprintln!("restore over HTTP (nginx on loopback) and delta restore after 1% drift:");
+    let Some((mut nginx, port)) = start_nginx(dir, dir) else {
+        return;
+    };
+    let name = Path::new(image)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    let url = format!("http://127.0.0.1:{port}/{name}");
+    let r = cx.rimage.display().to_string();
+    let none: &dyn Fn() = &|| {};
+    cx.measure(
+        "rimage restore (file, for HTTP)",
+        &format!("{r} restore -q --force {image} {target}"),
+        false,
+        None,
+        none,
+    );
+    cx.measure(
+        "rimage restore (HTTP)",
+        &format!("{r} restore -q --force {url} {target}"),
+        false,
+        None,
+        none,
+    );
+    // Drift: one block in every 100th chunk of the target (which holds the image now).
+    let bytes = std::fs::read(image).unwrap();
+    let img = rimage::image::ImageFile::parse(&bytes[..]).unwrap();
+    let bs = u64::from(img.header.block_size);
+    let drifted: Vec<u64> = img
+        .index
+        .iter()
+        .step_by(100)
+        .map(|e| e.first_block * bs)
+        .collect();
+    let chunks = img.index.len();
+    drop(bytes);
+    let t = PathBuf::from(target);
+    let drift = move || {
+        let f = std::fs::OpenOptions::new().write(true).open(&t).unwrap();
+        let mut junk = vec![0u8; bs as usize];
+        fastrand::Rng::with_seed(1).fill(&mut junk);
+        for &at in &drifted {
+            f.write_all_at(&junk, at).unwrap();
+        }
+        f.sync_all().unwrap();
+    };
+    let fetched = |args: &str| -> f64 {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{r} restore --force --json {args} {url} {target}"))
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["image_bytes_read"].as_f64().unwrap_or(f64::NAN)
+    };
+    cx.measure(
+        "rimage restore --delta, 1% drift (HTTP)",
+        &format!("{r} restore -q --force --delta {url} {target}"),
+        false,
+        None,
+        &drift,
+    );
+    drift();
+    let delta_bytes = fetched("--delta");
+    let full_bytes = fetched("");
+    eprintln!(
+        "  image bytes read: full {full_bytes:.0}, delta {delta_bytes:.0} ({:.2}% of the full; {} of {chunks} chunks drifted; corpus {corpus_bytes} bytes)",
+        100.0 * delta_bytes / full_bytes,
+        chunks.div_ceil(100),
+    );
+    cx.figures.insert("http full bytes".into(), full_bytes);
+    cx.figures.insert("http delta bytes".into(), delta_bytes);
+    let _ = nginx.kill();
+    let _ = nginx.wait();
+}
+
+/// The HTTP and delta rows, when they were measured.
+fn http_ratios(cx: &Ctx) -> Vec<Ratio> {
+    let mut out = Vec::new();
+    let get = |n: &str| cx.get(n, "warm").map(|m| m.median.wall);
+    if let (Some(file), Some(http)) = (
+        get("rimage restore (file, for HTTP)"),
+        get("rimage restore (HTTP)"),
+    ) {
+        out.push(Ratio {
+            what: "restore time over HTTP (nginx, loopback) vs from the file (warm)".into(),
+            value: http / file,
+            target: "≈ 1× (loopback)".into(),
+            holds: http / file <= 1.5,
+        });
+        if let Some(delta) = get("rimage restore --delta, 1% drift (HTTP)") {
+            out.push(Ratio {
+                what: "delta restore time after 1% drift vs full restore, over HTTP".into(),
+                value: delta / http,
+                target: "-".into(),
+                holds: true,
+            });
+        }
+    }
+    if let (Some(d), Some(f)) = (
+        cx.figures.get("http delta bytes"),
+        cx.figures.get("http full bytes"),
+    ) {
+        out.push(Ratio {
+            what: "image bytes fetched, delta after 1% drift vs full".into(),
+            value: d / f,
+            target: "≤ 0.05×".into(),
+            holds: d / f <= 0.05,
+        });
+    }
+    out
 }

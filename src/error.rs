@@ -146,6 +146,25 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A restore-disk stopped at a partition: the message says which partitions are complete.
+    #[error(
+        "{}: restore-disk stopped at partition {failed}; {}",
+        disk.display(),
+        disk_progress(completed, remaining)
+    )]
+    DiskIncomplete {
+        /// The disk.
+        disk: PathBuf,
+        /// The partition that failed.
+        failed: u32,
+        /// Partitions restored completely before it.
+        completed: Vec<u32>,
+        /// Partitions not reached.
+        remaining: Vec<u32>,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
     /// Invalid options.
     #[error("{0}")]
     Usage(String),
@@ -153,6 +172,21 @@ pub enum Error {
     /// compressor that fails): not caused by the input, and not the user's mistake.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+fn disk_progress(completed: &[u32], remaining: &[u32]) -> String {
+    let list = |v: &[u32]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+        }
+    };
+    format!(
+        "partitions restored completely: {}; not restored: {} (the disk is not usable until a restore completes)",
+        list(completed),
+        list(remaining)
+    )
 }
 
 fn written_text(written: u64, total: Option<u64>) -> String {
@@ -218,7 +252,9 @@ impl Error {
     pub fn is_corrupt_image(&self) -> bool {
         match self {
             Self::Image { source, .. } => *source != FormatError::NotAnImage,
-            Self::Incomplete { source, .. } => source.is_corrupt_image(),
+            Self::Incomplete { source, .. } | Self::DiskIncomplete { source, .. } => {
+                source.is_corrupt_image()
+            }
             _ => false,
         }
     }
@@ -256,7 +292,9 @@ impl Error {
     pub fn interrupted_by(&self) -> Option<i32> {
         match self {
             Self::Interrupted { signal } => Some(*signal),
-            Self::Incomplete { source, .. } => source.interrupted_by(),
+            Self::Incomplete { source, .. } | Self::DiskIncomplete { source, .. } => {
+                source.interrupted_by()
+            }
             _ => None,
         }
     }
@@ -274,7 +312,7 @@ impl Error {
             Self::Failed { .. } => "failed",
             Self::Browse { .. } => "browse",
             Self::Interrupted { .. } => "interrupted",
-            Self::Incomplete { .. } => "incomplete",
+            Self::Incomplete { .. } | Self::DiskIncomplete { .. } => "incomplete",
             Self::Usage(_) => "usage",
             Self::Internal(_) => "internal",
         }
@@ -293,6 +331,7 @@ impl Error {
             | Self::Failed { path, .. } => Some(path),
             Self::Browse { image, .. } => Some(image),
             Self::Incomplete { target, .. } => Some(target),
+            Self::DiskIncomplete { disk, .. } => Some(disk),
             Self::Interrupted { .. } | Self::Usage(_) | Self::Internal(_) => None,
         }
     }

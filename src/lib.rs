@@ -68,3 +68,12 @@ pub fn human_bytes(n: u64) -> String {
         format!("{v:.2} {}", UNITS[unit])
     }
 }
+
+/// Refuses to write image data to a terminal (for commands that stream an image or a disk to
+/// standard output).
+///
+/// # Errors
+/// [`Error::Refused`].
+pub fn guard_stdout_not_terminal() -> Result<(), Error> {
+    guard::check_not_terminal(false)
+}

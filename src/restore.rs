@@ -135,8 +135,21 @@ pub fn restore(
         ImageSource::Stdin => guard::check_not_terminal(true)?,
         ImageSource::Url { .. } => {}
     }
+    restore_image(Image::open(source)?, target, opts, progress)
+}
+
+/// Restores an opened image onto `target` (what [`restore`] does once the image is open; a
+/// disk stream hands its partition images here one by one).
+///
+/// # Errors
+/// As [`restore`].
+pub fn restore_image(
+    mut image: Image,
+    target: &Path,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport, Error> {
     let pool = worker_pool(opts.threads, "restore")?;
-    let mut image = Image::open(source)?;
     image.check_up_front()?;
     let hdr = image.header().clone();
     let free = opts.free_space.for_image(&hdr);
@@ -145,6 +158,7 @@ pub fn restore(
     let bs = u64::from(hdr.block_size);
     progress.start("restoring", image.expected_blocks() * bs);
     let total = image.random_access().map(|r| r.layout().index.len() as u64);
+    let name = image.name().to_path_buf();
     let written = AtomicU64::new(0);
     let done = pool.install(|| {
         image
@@ -196,7 +210,7 @@ pub fn restore(
         progress.finish();
         done.sort_unstable_by_key(|d| d.span.seq);
         image.finish(done.iter().map(|d| d.span).collect())?;
-        finish(source.path(), &hdr, &done, &tgt, free, opts.delta, before)
+        finish(&name, &hdr, &done, &tgt, free, opts.delta, before)
     });
     // Once blocks were written, a failure leaves the target holding part of the image: say so.
     finished.map_err(|e| match written.into_inner() {

@@ -139,6 +139,64 @@ pub fn save_device(
     opts: &SaveOptions,
     progress: &dyn Progress,
 ) -> Result<SaveReport, Error> {
+    let prepared = prepare(dev, opts, progress)?;
+    match dest {
+        Destination::File(path) => {
+            let summary = write_file(path, &prepared.header, opts.overwrite, |w| {
+                pipeline(&prepared, opts, w, path, progress)
+            })?;
+            Ok(prepared.report(summary, path.display().to_string()))
+        }
+        Destination::Stdout => {
+            let stdout = Path::new("<stdout>");
+            let out =
+                BufWriter::with_capacity(1 << 20, stdio_file(rustix::stdio::stdout(), stdout)?);
+            let (_, report) = save_prepared_to(&prepared, out, stdout, opts, progress)?;
+            Ok(report)
+        }
+    }
+}
+
+/// A source scanned and checked, with the header its image will have: what a save knows
+/// before it writes anything (a disk stream puts every image's size in its manifest first).
+pub struct Prepared<'a> {
+    dev: &'a Device,
+    scan: Box<dyn UsedBlocks>,
+    /// The image header.
+    pub header: Header,
+    /// What the scan noted.
+    pub notes: Vec<String>,
+}
+
+impl Prepared<'_> {
+    fn report(&self, summary: WriteSummary, image: String) -> SaveReport {
+        let bs = u64::from(self.header.block_size);
+        SaveReport {
+            source: self.dev.path().to_path_buf(),
+            image,
+            chunks: summary.chunks,
+            stored_blocks: summary.stored_blocks,
+            zero_blocks: summary.zero_blocks,
+            stored_bytes: summary.stored_blocks * bs,
+            // Zero extents (unused inode tables) are not read.
+            read_bytes: (self.header.used_blocks - summary.zero_blocks) * bs,
+            image_bytes: summary.image_bytes,
+            digest: format!("{:032x}", summary.digest),
+            header: self.header.clone(),
+            notes: self.notes.clone(),
+        }
+    }
+}
+
+/// Checks the options, scans the source and checks its state.
+///
+/// # Errors
+/// As [`save`], before anything is written.
+pub fn prepare<'a>(
+    dev: &'a Device,
+    opts: &SaveOptions,
+    progress: &dyn Progress,
+) -> Result<Prepared<'a>, Error> {
     if !(1..=22).contains(&opts.level) {
         return Err(Error::Usage(format!(
             "zstd level {} is out of range (1 to 22)",
@@ -181,39 +239,30 @@ pub fn save_device(
     let notes = scan.notes();
     let flags = check_state(source, &info, opts.force, progress)?;
     let header = make_header(&info, dev, opts, flags);
-
-    let (summary, image) = match dest {
-        Destination::File(path) => (
-            write_file(path, &header, opts.overwrite, |w| {
-                pipeline(dev, scan.as_ref(), &header, opts, w, path, progress)
-            })?,
-            path.display().to_string(),
-        ),
-        Destination::Stdout => {
-            let stdout = Path::new("<stdout>");
-            let out =
-                BufWriter::with_capacity(1 << 20, stdio_file(rustix::stdio::stdout(), stdout)?);
-            let w = ImageWriter::new(out, &header)
-                .map_err(|e| IoError::new(stdout, "write", Some(0), e))?;
-            let (_, summary) = pipeline(dev, scan.as_ref(), &header, opts, w, stdout, progress)?;
-            (summary, "-".to_string())
-        }
-    };
-    let bs = u64::from(header.block_size);
-    Ok(SaveReport {
-        source: source.to_path_buf(),
-        image,
-        chunks: summary.chunks,
-        stored_blocks: summary.stored_blocks,
-        zero_blocks: summary.zero_blocks,
-        stored_bytes: summary.stored_blocks * bs,
-        // Zero extents (unused inode tables) are not read.
-        read_bytes: (header.used_blocks - summary.zero_blocks) * bs,
-        image_bytes: summary.image_bytes,
-        digest: format!("{:032x}", summary.digest),
+    Ok(Prepared {
+        dev,
+        scan,
         header,
         notes,
     })
+}
+
+/// Writes the image of a prepared source to `w` (a pipe, a disk stream), named `name` in
+/// messages; returns the writer and the report.
+///
+/// # Errors
+/// As [`save`].
+pub fn save_prepared_to<W: Write + Send>(
+    prepared: &Prepared<'_>,
+    w: W,
+    name: &Path,
+    opts: &SaveOptions,
+    progress: &dyn Progress,
+) -> Result<(W, SaveReport), Error> {
+    let w = ImageWriter::new(w, &prepared.header)
+        .map_err(|e| IoError::new(name, "write", Some(0), e))?;
+    let (w, summary) = pipeline(prepared, opts, w, name, progress)?;
+    Ok((w, prepared.report(summary, "-".to_string())))
 }
 
 /// Refuses a filesystem that is not clean unless forced; returns the header flags.
@@ -653,14 +702,13 @@ fn compress(
 
 /// Reads, compresses in parallel, writes in order.
 fn pipeline<W: Write + Send>(
-    dev: &Device,
-    scan: &dyn UsedBlocks,
-    header: &Header,
+    prepared: &Prepared<'_>,
     opts: &SaveOptions,
     writer: ImageWriter<W>,
     dest: &Path,
     progress: &dyn Progress,
 ) -> Result<(W, WriteSummary), Error> {
+    let (dev, scan, header) = (prepared.dev, prepared.scan.as_ref(), &prepared.header);
     let threads = resolve_threads(opts.threads);
     let pool = worker_pool(threads, "zstd")?;
     let raw_buffers = Arc::new(BufferPool::default());

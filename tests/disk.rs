@@ -659,3 +659,130 @@ fn restore_disk_from_a_url() {
     assert_eq!(code, Some(1), "{t}");
     assert!(t.contains("nope/manifest.toml") && t.contains("404"), "{t}");
 }
+
+/// Runs `sh -c script`, returning (status, stdout+stderr).
+fn shell(script: &str) -> (Option<i32>, String) {
+    let out = Command::new("bash").arg("-c").arg(script).output().unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn assert_same_disk(a: &LoopDev, b: &LoopDev, what: &str) {
+    assert_eq!(
+        table_dump(&a.dev),
+        table_dump(&b.dev),
+        "{what}: tables differ"
+    );
+    for n in 1..=4 {
+        assert_eq!(
+            blkid(&a.part(n)),
+            blkid(&b.part(n)),
+            "{what}: partition {n}"
+        );
+    }
+    common::assert_fsck_clean(&b.part(2));
+    let (_, x) = common::tree::snapshot(&a.part(2)).unwrap();
+    let (_, y) = common::tree::snapshot(&b.part(2)).unwrap();
+    assert!(x == y, "{what}: the root's files differ");
+}
+
+#[test]
+fn a_whole_disk_goes_through_a_pipe_as_one_stream() {
+    if let Some(why) = tools_missing() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_img, a) = make_source_disk(dir.path(), "dos", false);
+    let target = dir.path().join("target-disk.img");
+    common::pattern_file(&target, 300 << 20);
+    let b = LoopDev::new(&target).unwrap();
+    let bin = env!("CARGO_BIN_EXE_rimage");
+    // save-disk DISK - | restore-disk - DISK, with the post-restore step (its root found on the
+    // restored disk, since a stream cannot be looked into first).
+    let (code, t) = shell(&format!(
+        "set -o pipefail; {bin} save-disk -q --reformat 4 {} - | {bin} restore-disk --post-restore 'touch \"$RIMAGE_ROOT/ran\"' - {}",
+        a.dev.display(),
+        b.dev.display()
+    ));
+    assert_eq!(code, Some(0), "{t}");
+    assert!(
+        common::tree::snapshot(&b.part(2))
+            .unwrap()
+            .1
+            .contains_key("/ran"),
+        "the post-restore command did not run: {t}"
+    );
+    {
+        let m = common::Mounted::new(&b.part(2), false).unwrap();
+        std::fs::remove_file(m.path().join("ran")).unwrap();
+    }
+    assert_same_disk(&a, &b, "save-disk | restore-disk");
+
+    // A stored saved disk through `send`.
+    let saved = dir.path().join("saved");
+    save_disk(&a.dev, &saved, &["--reformat", "4"]);
+    common::pattern_file(&target, 300 << 20);
+    let (code, t) = shell(&format!(
+        "set -o pipefail; {bin} send {} | {bin} restore-disk - {}",
+        saved.display(),
+        b.dev.display()
+    ));
+    assert_eq!(code, Some(0), "{t}");
+    assert_same_disk(&a, &b, "send | restore-disk");
+
+    // A stream cut short: exit non-zero, saying which partitions are complete.
+    let stream = dir.path().join("disk.stream");
+    let (code, t) = shell(&format!(
+        "{bin} send {} > {}",
+        saved.display(),
+        stream.display()
+    ));
+    assert_eq!(code, Some(0), "{t}");
+    let bytes = std::fs::read(&stream).unwrap();
+    let cut = bytes.len() * 2 / 3;
+    std::fs::write(&stream, &bytes[..cut]).unwrap();
+    let (code, t) = shell(&format!(
+        "{bin} restore-disk - {} < {}",
+        b.dev.display(),
+        stream.display()
+    ));
+    assert_ne!(code, Some(0), "{t}");
+    assert!(
+        t.contains("restore-disk stopped at partition")
+            && t.contains("partitions restored completely: 1")
+            && t.contains("not restored"),
+        "{t}"
+    );
+    // A damaged chunk in the second image: exit 3, nothing of that chunk written.
+    let mut bad = bytes.clone();
+    let second = bytes
+        .windows(8)
+        .enumerate()
+        .filter(|(_, w)| *w == b"\x89RIMG\r\n\x1a")
+        .nth(1)
+        .unwrap()
+        .0;
+    bad[second + 512 + 200] ^= 0x55;
+    std::fs::write(&stream, &bad).unwrap();
+    let (code, t) = shell(&format!(
+        "{bin} restore-disk - {} < {}",
+        b.dev.display(),
+        stream.display()
+    ));
+    assert_eq!(code, Some(3), "{t}");
+    assert!(t.contains("stopped at partition 2"), "{t}");
+    // Not a disk stream at all.
+    let (code, t) = shell(&format!(
+        "echo hello | {bin} restore-disk - {}",
+        b.dev.display()
+    ));
+    assert_eq!(code, Some(1), "{t}");
+    assert!(t.contains("not a rimage disk stream"), "{t}");
+}

@@ -113,6 +113,7 @@ impl Command {
             | Self::RestoreDisk { out, .. } => out.json,
             Self::Info { json, .. } | Self::Ls { json, .. } => *json,
             Self::Cat { .. }
+            | Self::Send { .. }
             | Self::Extract { .. }
             | Self::Completions { .. }
             | Self::Man { .. } => false,
@@ -283,11 +284,13 @@ pub enum Command {
     /// ext2/3/4 partitions are imaged through their bitmaps, other filesystems raw. Swap is only
     /// described (UUID, label), never imaged. The directory gets manifest.toml (human-readable),
     /// boot-area.bin (the bytes before the first partition: boot code and boot loader area) and
-    /// partN.rimg per imaged partition.
+    /// partN.rimg per imaged partition. With DIR "-", the same goes to stdout as one disk
+    /// stream (manifest, boot area, images), for `restore-disk -` at the other end of a pipe.
     SaveDisk {
         /// The disk, e.g. /dev/sda (or a disk image file).
         disk: PathBuf,
-        /// Directory for the manifest and images, e.g. /cluster/images/node-golden.
+        /// Directory for the manifest and images, e.g. /cluster/images/node-golden; "-" for a
+        /// disk stream on stdout.
         dir: PathBuf,
         /// Record partition N as "re-create empty with the same UUID and label" instead of
         /// imaging it (for a data partition a distributed filesystem refills). Repeatable.
@@ -323,7 +326,8 @@ pub enum Command {
     /// added one by one (BLKPG).
     RestoreDisk {
         /// Directory written by save-disk, or its URL (http://head:8080/images/node-golden/):
-        /// the manifest, boot area and partition images are fetched from under it.
+        /// the manifest, boot area and partition images are fetched from under it; "-" reads a
+        /// disk stream from stdin (save-disk DISK -, rimage send, udp-receiver).
         dir: PathBuf,
         /// The disk to write, e.g. /dev/sda.
         disk: PathBuf,
@@ -353,6 +357,13 @@ pub enum Command {
         net: Net,
         #[command(flatten)]
         out: Output,
+    },
+    /// Write a saved disk directory (or one image) to stdout as one stream, for any transport:
+    /// `rimage send /cluster/images/node-golden | udp-sender ...` on the head node and
+    /// `udp-receiver ... | rimage restore-disk - /dev/sda` on each node.
+    Send {
+        /// A directory written by save-disk, or an image file.
+        path: PathBuf,
     },
     /// Print a shell completion script, e.g. `rimage completions bash > /etc/bash_completion.d/rimage`.
     Completions {

@@ -202,8 +202,10 @@ pub fn try_main(cli: Cli) -> Result<ExitCode> {
                 only,
                 skip,
             };
-            let report = rimage::disk::save_disk(&disk, &dir, &opts, &Bar::new(&out))?;
-            report::disk(&report, &out, "saved")?;
+            let dest = rimage::disk::DiskDest::from_arg(&dir);
+            let report = rimage::disk::save_disk(&disk, &dest, &opts, &Bar::new(&out))?;
+            let to_stderr = dest == rimage::disk::DiskDest::Stdout;
+            report::disk(&report, &out, "saved", to_stderr)?;
             Ok(ok)
         }
         Command::RestoreDisk {
@@ -236,7 +238,21 @@ pub fn try_main(cli: Cli) -> Result<ExitCode> {
             };
             let source = rimage::disk::DiskSource::from_arg(&dir, net.options());
             let report = rimage::disk::restore_disk(&source, &disk, &opts, &Bar::new(&out))?;
-            report::disk(&report, &out, "restored")?;
+            report::disk(&report, &out, "restored", false)?;
+            Ok(ok)
+        }
+        Command::Send { path } => {
+            rimage::guard_stdout_not_terminal()?;
+            let stdout = io::stdout();
+            let mut out = io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            let report = rimage::disk::send::send(&path, &mut out)?;
+            out.flush()?;
+            eprintln!(
+                "sent {} ({}) from {}",
+                rimage::plural(report.images, "image"),
+                rimage::human_bytes(report.bytes),
+                path.display()
+            );
             Ok(ok)
         }
         Command::Completions { shell } => {

@@ -156,14 +156,23 @@ pub fn listing(entries: &[rimage::browse::Entry], json: bool) -> Result<()> {
 }
 
 /// What save-disk or restore-disk did.
-pub fn disk(report: &rimage::disk::DiskReport, out: &Output, verb: &str) -> Result<()> {
+pub fn disk(
+    report: &rimage::disk::DiskReport,
+    out: &Output,
+    verb: &str,
+    to_stderr: bool,
+) -> Result<()> {
     if out.json {
-        return print_json(report, false);
+        return print_json(report, to_stderr);
     }
     if out.quiet {
         return Ok(());
     }
-    let mut o = io::stdout().lock();
+    let mut o: Box<dyn Write> = if to_stderr {
+        Box::new(io::stderr().lock())
+    } else {
+        Box::new(io::stdout().lock())
+    };
     writeln!(
         o,
         "{verb} {} ({} table); manifest {}",

@@ -95,6 +95,10 @@ pub struct Plan {
     /// The image file (in the same directory) for `action = "image"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Bytes the image restores (its source size): checked against the partition before
+    /// anything is written, also when the images arrive later in a stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_bytes: Option<u64>,
 }
 
 /// The whole manifest.

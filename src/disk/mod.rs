@@ -13,7 +13,9 @@ pub mod manifest;
 pub mod post_restore;
 mod restore;
 mod save;
+pub mod send;
 pub mod source;
+pub mod stream;
 pub mod table;
 
 use std::path::{Path, PathBuf};
@@ -22,7 +24,7 @@ use serde::Serialize;
 
 pub use check::{DiskInfo, DiskVerifyReport, inspect_dir, is_disk_dir, verify_dir};
 pub use restore::{RestoreDiskOptions, restore_disk};
-pub use save::{SaveDiskOptions, save_disk};
+pub use save::{DiskDest, SaveDiskOptions, save_disk};
 pub use source::DiskSource;
 
 use crate::Error;

@@ -95,10 +95,7 @@ pub fn choose_root(m: &Manifest, src: &DiskSource, root: Option<u32>) -> Result<
         crate::Browser::open(&image).is_ok_and(|b| b.fs().exists("/etc/fstab").unwrap_or(false))
     };
     match root {
-        Some(n) if imaged.iter().any(|p| p.number == n) => Ok(n),
-        Some(n) => Err(Error::Usage(format!(
-            "--root {n}: partition {n} is not an imaged ext2/3/4 partition of this disk"
-        ))),
+        Some(n) => check_root(m, n),
         None => imaged
             .iter()
             .find(|p| has_fstab(p))
@@ -110,6 +107,48 @@ pub fn choose_root(m: &Manifest, src: &DiskSource, root: Option<u32>) -> Result<
                 )
             }),
     }
+}
+
+/// Checks a `--root N`: it must be an imaged ext partition of the disk.
+///
+/// # Errors
+/// A usage error naming the partition.
+pub fn check_root(m: &Manifest, n: u32) -> Result<u32, Error> {
+    let ok = m
+        .partitions
+        .iter()
+        .any(|p| p.number == n && p.action == Action::Image && p.filesystem.kind.is_ext());
+    if ok {
+        Ok(n)
+    } else {
+        Err(Error::Usage(format!(
+            "--root {n}: partition {n} is not an imaged ext2/3/4 partition of this disk"
+        )))
+    }
+}
+
+/// The root among the restored partitions (a disk that arrived as a stream could not be looked
+/// into before): the first imaged ext partition whose filesystem has /etc/fstab.
+///
+/// # Errors
+/// None has one (the disk is restored: the message says so).
+pub fn restored_root(m: &Manifest, nodes: &BTreeMap<u32, PathBuf>) -> Result<u32, Error> {
+    m.partitions
+        .iter()
+        .filter(|p| p.action == Action::Image && p.filesystem.kind.is_ext())
+        .find(|p| {
+            nodes.get(&p.number).is_some_and(|node| {
+                ext4_view::Ext4::load_from_path(node)
+                    .is_ok_and(|fs| fs.exists("/etc/fstab").unwrap_or(false))
+            })
+        })
+        .map(|p| p.number)
+        .ok_or_else(|| {
+            Error::failed(
+                Path::new("<disk>"),
+                "the disk was restored, but no restored partition has /etc/fstab for --post-restore; name the root with --root N",
+            )
+        })
 }
 
 /// Mounts the restored root (partition `root`, see [`choose_root`]) and what its fstab mounts

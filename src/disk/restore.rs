@@ -8,8 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::manifest::{Action, MANIFEST};
+use std::fs::File;
+use std::io::BufReader;
+
+use super::manifest::{Action, MANIFEST, Manifest, Plan};
 use super::source::DiskSource;
+use super::stream::{DiskStreamReader, Record};
+use super::table::Entry;
 use super::table::{self, SECTOR, Table, TableKind};
 use super::{DiskReport, PartitionReport, check_disk_mounts, io, kernel, post_restore, table_name};
 use crate::Error;
@@ -32,6 +37,157 @@ pub struct RestoreDiskOptions {
     /// On a disk larger than the one saved, grow the last partition to fill it (and its ext
     /// filesystem, with resize2fs).
     pub grow: bool,
+}
+
+/// Restores one partition as its plan says; returns its device node.
+#[allow(clippy::too_many_arguments)]
+fn restore_partition(
+    p: &Plan,
+    e: &Entry,
+    disk: &Path,
+    src: &DiskSource,
+    stream: Option<&mut DiskStreamReader<BufReader<File>>>,
+    opts: &RestoreDiskOptions,
+    grow: bool,
+    progress: &dyn Progress,
+) -> Result<PathBuf, Error> {
+    let node = kernel::wait_for_node(disk, p.number, Duration::from_secs(10))
+        .map_err(io(disk, "find the partition device of"))?;
+    match p.action {
+        Action::Image => {
+            let name = p.image.as_deref().unwrap_or_default();
+            let img = src.file_name(name);
+            progress.note(&format!(
+                "partition {}: restoring {} onto {}",
+                p.number,
+                img.display(),
+                node.display()
+            ));
+            // The disk as a whole was checked above; what the new partition held before
+            // is being replaced on purpose.
+            let part_opts = RestoreOptions {
+                force: true,
+                ..opts.restore.clone()
+            };
+            match stream {
+                Some(r) => {
+                    let dir = src.name();
+                    match r.next_record().map_err(|e| stream_error(dir, e))? {
+                        Some(Record::Image(n)) if n == p.number => {}
+                        other => {
+                            return Err(Error::image(
+                                dir,
+                                crate::image::FormatError::BadIndex(format!(
+                                    "the disk stream brings {other:?} where partition {}'s image belongs",
+                                    p.number
+                                )),
+                            ));
+                        }
+                    }
+                    let image =
+                        crate::read::Image::stream_embedded(&img, Box::new(r.image_reader()))?;
+                    crate::restore::restore_image(image, &node, &part_opts, progress)?;
+                }
+                None => {
+                    crate::restore(&src.image(name), &node, &part_opts, progress)?;
+                }
+            }
+            if grow {
+                grow_filesystem(&node, p.filesystem.kind, e.size_bytes(), progress)?;
+            }
+        }
+        Action::Swap => {
+            let uuid = p
+                .filesystem
+                .uuid
+                .as_deref()
+                .map(str::parse::<Uuid>)
+                .transpose()
+                .map_err(|e| Error::failed(&node, format!("swap UUID in the manifest: {e}")))?
+                .unwrap_or_default();
+            let header = swap::swap_header(
+                e.size_bytes(),
+                p.filesystem.page_size.unwrap_or(4096),
+                uuid,
+                p.filesystem.label.as_deref(),
+            )
+            .map_err(|why| Error::failed(&node, why))?;
+            let tgt = crate::target::Target::open(&node, header.len() as u64)?;
+            tgt.write_at(&header, 0)?;
+            tgt.sync()?;
+        }
+        Action::Reformat => {
+            let fs = &p.filesystem;
+            let mut cmd = Command::new("mke2fs");
+            cmd.args(["-q", "-F", "-t", fs.kind.name()]);
+            if let Some(u) = &fs.uuid {
+                cmd.args(["-U", u]);
+            }
+            if let Some(l) = &fs.label {
+                cmd.args(["-L", l]);
+            }
+            if let Some(bs) = fs.block_size {
+                cmd.args(["-b", &bs.to_string()]);
+            }
+            let out = cmd
+                .arg(&node)
+                .output()
+                .map_err(io(Path::new("mke2fs"), "run"))?;
+            if !out.status.success() {
+                return Err(Error::failed(
+                    &node,
+                    format!(
+                        "mke2fs failed: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ),
+                ));
+            }
+        }
+        Action::Skip => {}
+    }
+    Ok(node)
+}
+
+/// The manifest and boot area at the head of a disk stream.
+fn stream_head(
+    r: &mut DiskStreamReader<BufReader<File>>,
+    name: &Path,
+) -> Result<(Manifest, Option<Vec<u8>>), Error> {
+    let text = match r.next_record().map_err(|e| stream_error(name, e))? {
+        Some(Record::Manifest(bytes)) => bytes,
+        other => {
+            return Err(Error::refused(
+                name,
+                format!("the disk stream does not start with a manifest ({other:?})"),
+            ));
+        }
+    };
+    let path = name.join(MANIFEST);
+    let text = String::from_utf8(text).map_err(|_| Error::Manifest {
+        path: path.clone(),
+        source: super::manifest::ManifestError::Syntax("not UTF-8 text".into()),
+    })?;
+    let m = Manifest::parse(&text).map_err(|source| Error::Manifest { path, source })?;
+    let boot = match m.boot_area {
+        None => None,
+        Some(_) => match r.next_record().map_err(|e| stream_error(name, e))? {
+            Some(Record::BootArea(bytes)) => Some(bytes),
+            other => {
+                return Err(Error::refused(
+                    name,
+                    format!("the disk stream has no boot area after its manifest ({other:?})"),
+                ));
+            }
+        },
+    };
+    Ok((m, boot))
+}
+
+fn stream_error(name: &Path, e: super::stream::DiskStreamError) -> Error {
+    Error::Failed {
+        path: name.to_path_buf(),
+        reason: format!("disk stream: {e}"),
+    }
 }
 
 /// Grows the filesystem restored on `node` to fill its (grown) partition of `bytes` bytes:
@@ -128,7 +284,28 @@ pub fn restore_disk(
 ) -> Result<DiskReport, Error> {
     let dir = src.name();
     let manifest_path = src.file_name(MANIFEST);
-    let m = src.manifest()?;
+    // A stream brings the manifest and boot area first, then the images in order.
+    let mut stream = match src {
+        DiskSource::Stdin => {
+            crate::guard::check_not_terminal(true)?;
+            Some(
+                DiskStreamReader::new(crate::transport::stdin::reader()?)
+                    .map_err(|e| stream_error(dir, e))?,
+            )
+        }
+        _ => None,
+    };
+    let (m, boot) = match &mut stream {
+        Some(r) => stream_head(r, dir)?,
+        None => {
+            let m = src.manifest()?;
+            let boot = match &m.boot_area {
+                Some(name) => Some(src.read_file(name, super::MAX_BOOT_AREA)?),
+                None => None,
+            };
+            (m, boot)
+        }
+    };
     // Everything that can be checked is checked before the disk is touched.
     let reformats = m
         .partitions
@@ -151,26 +328,41 @@ pub fn restore_disk(
     for p in m.partitions.iter().filter(|p| p.action == Action::Image) {
         let name = p.image.as_deref().unwrap_or_default();
         let img = src.file_name(name);
-        let info = crate::inspect_image(&src.image(name))?;
-        if info.header.source_size > entry(p.number).size_bytes() {
+        // A stream's images arrive later: the manifest says how big they are.
+        let bytes = match (&stream, p.image_bytes) {
+            (Some(_), Some(b)) => b,
+            (Some(_), None) => {
+                return Err(Error::refused(
+                    dir,
+                    format!(
+                        "the stream's manifest does not say how big partition {}'s image is; nothing was written",
+                        p.number
+                    ),
+                ));
+            }
+            (None, _) => crate::inspect_image(&src.image(name))?.header.source_size,
+        };
+        if bytes > entry(p.number).size_bytes() {
             return Err(Error::refused(
                 &img,
                 format!(
-                    "holds {} bytes, more than partition {} ({} bytes)",
-                    info.header.source_size,
+                    "holds {bytes} bytes, more than partition {} ({} bytes)",
                     p.number,
                     entry(p.number).size_bytes()
                 ),
             ));
         }
     }
-    let root = match &opts.post_restore {
-        Some(_) => Some(post_restore::choose_root(&m, src, opts.root)?),
-        None => None,
-    };
-    let boot = match &m.boot_area {
-        Some(name) => Some(src.read_file(name, super::MAX_BOOT_AREA)?),
-        None => None,
+    // The root for the post-restore command: from the images (browsed) before anything is
+    // written; from a stream, a --root is checked now and the root otherwise found once it is
+    // restored.
+    let root = match (&opts.post_restore, &stream) {
+        (Some(_), None) => Some(post_restore::choose_root(&m, src, opts.root)?),
+        (Some(_), Some(_)) => opts
+            .root
+            .map(|n| post_restore::check_root(&m, n))
+            .transpose()?,
+        (None, _) => None,
     };
     let is_block = std::fs::metadata(disk)
         .is_ok_and(|md| std::os::unix::fs::FileTypeExt::is_block_device(&md.file_type()));
@@ -287,81 +479,32 @@ pub fn restore_disk(
 
     let mut reports = Vec::new();
     let mut nodes = BTreeMap::new();
-    for p in &m.partitions {
-        let e = entry(p.number);
-        let node = kernel::wait_for_node(disk, p.number, Duration::from_secs(10))
-            .map_err(io(disk, "find the partition device of"))?;
+    let mut completed = Vec::new();
+    for (k, p) in m.partitions.iter().enumerate() {
+        let result = restore_partition(
+            p,
+            entry(p.number),
+            disk,
+            src,
+            stream.as_mut(),
+            opts,
+            grew == Some(p.number),
+            progress,
+        );
+        let node = match result {
+            Ok(node) => node,
+            Err(e) => {
+                return Err(Error::DiskIncomplete {
+                    disk: disk.to_path_buf(),
+                    failed: p.number,
+                    completed,
+                    remaining: m.partitions[k + 1..].iter().map(|p| p.number).collect(),
+                    source: Box::new(e),
+                });
+            }
+        };
+        completed.push(p.number);
         nodes.insert(p.number, node.clone());
-        match p.action {
-            Action::Image => {
-                let name = p.image.as_deref().unwrap_or_default();
-                let img = src.file_name(name);
-                progress.note(&format!(
-                    "partition {}: restoring {} onto {}",
-                    p.number,
-                    img.display(),
-                    node.display()
-                ));
-                // The disk as a whole was checked above; what the new partition held before
-                // is being replaced on purpose.
-                let part_opts = RestoreOptions {
-                    force: true,
-                    ..opts.restore.clone()
-                };
-                crate::restore(&src.image(name), &node, &part_opts, progress)?;
-                if grew == Some(p.number) {
-                    grow_filesystem(&node, p.filesystem.kind, e.size_bytes(), progress)?;
-                }
-            }
-            Action::Swap => {
-                let uuid = p
-                    .filesystem
-                    .uuid
-                    .as_deref()
-                    .map(str::parse::<Uuid>)
-                    .transpose()
-                    .map_err(|e| Error::failed(&node, format!("swap UUID in the manifest: {e}")))?
-                    .unwrap_or_default();
-                let header = swap::swap_header(
-                    e.size_bytes(),
-                    p.filesystem.page_size.unwrap_or(4096),
-                    uuid,
-                    p.filesystem.label.as_deref(),
-                )
-                .map_err(|why| Error::failed(&node, why))?;
-                let tgt = crate::target::Target::open(&node, header.len() as u64)?;
-                tgt.write_at(&header, 0)?;
-                tgt.sync()?;
-            }
-            Action::Reformat => {
-                let fs = &p.filesystem;
-                let mut cmd = Command::new("mke2fs");
-                cmd.args(["-q", "-F", "-t", fs.kind.name()]);
-                if let Some(u) = &fs.uuid {
-                    cmd.args(["-U", u]);
-                }
-                if let Some(l) = &fs.label {
-                    cmd.args(["-L", l]);
-                }
-                if let Some(bs) = fs.block_size {
-                    cmd.args(["-b", &bs.to_string()]);
-                }
-                let out = cmd
-                    .arg(&node)
-                    .output()
-                    .map_err(io(Path::new("mke2fs"), "run"))?;
-                if !out.status.success() {
-                    return Err(Error::failed(
-                        &node,
-                        format!(
-                            "mke2fs failed: {}",
-                            String::from_utf8_lossy(&out.stderr).trim()
-                        ),
-                    ));
-                }
-            }
-            Action::Skip => {}
-        }
         reports.push(PartitionReport {
             number: p.number,
             action: p.action,
@@ -370,6 +513,23 @@ pub fn restore_disk(
             device: Some(node),
         });
     }
+    if let Some(r) = &mut stream {
+        match r.next_record().map_err(|e| stream_error(dir, e))? {
+            Some(Record::End(_)) => {}
+            other => {
+                return Err(Error::failed(
+                    disk,
+                    format!(
+                        "every partition was restored, but the stream goes on where it should end ({other:?})"
+                    ),
+                ));
+            }
+        }
+    }
+    let root = match (&opts.post_restore, root) {
+        (Some(_), None) => Some(post_restore::restored_root(&m, &nodes)?),
+        (_, r) => r,
+    };
 
     // The result, as blkid would see it.
     let mut wrong = Vec::new();

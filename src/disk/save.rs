@@ -5,6 +5,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use super::manifest::{self, Action, MANIFEST, Manifest, Plan};
+use super::stream::DiskStreamWriter;
 use super::table::{self, SECTOR};
 use super::{
     BOOT_AREA, DiskReport, MAX_BOOT_AREA, PartitionReport, check_disk_mounts, io, table_name,
@@ -13,7 +14,7 @@ use crate::Error;
 use crate::fs::{FsType, identify};
 use crate::guard::Access;
 use crate::progress::Progress;
-use crate::save::{Destination, SaveOptions, save_device};
+use crate::save::{Destination, SaveOptions, prepare, save_device, save_prepared_to};
 use crate::source::Device;
 
 /// How to save a disk.
@@ -29,15 +30,43 @@ pub struct SaveDiskOptions {
     pub skip: Vec<u32>,
 }
 
-/// Saves every partition of `disk` into `dir` (created if missing), with a manifest.
+/// Where a saved disk goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiskDest {
+    /// A directory: manifest.toml, boot-area.bin and partN.rimg.
+    Dir(PathBuf),
+    /// One disk stream on standard output (docs/FORMAT.md, "Disk stream").
+    Stdout,
+}
+
+impl DiskDest {
+    /// The destination a command-line argument names: "-" is standard output.
+    pub fn from_arg(arg: &Path) -> Self {
+        if arg.as_os_str() == "-" {
+            Self::Stdout
+        } else {
+            Self::Dir(arg.to_path_buf())
+        }
+    }
+
+    fn name(&self) -> &Path {
+        match self {
+            Self::Dir(d) => d,
+            Self::Stdout => Path::new("<stdout>"),
+        }
+    }
+}
+
+/// Saves every partition of `disk` into a directory (created if missing), with a manifest, or
+/// as one disk stream on standard output.
 ///
 /// # Errors
 /// No partition table, a mounted partition, a partition that cannot be saved (its error names
-/// it), or a write failure in `dir`. Images already written stay; the manifest is written last,
-/// so a directory without one is an incomplete save.
+/// it), or a write failure. In a directory, images already written stay; the manifest is
+/// written last, so a directory without one is an incomplete save.
 pub fn save_disk(
     disk: &Path,
-    dir: &Path,
+    dest: &DiskDest,
     opts: &SaveDiskOptions,
     progress: &dyn Progress,
 ) -> Result<DiskReport, Error> {
@@ -61,16 +90,22 @@ pub fn save_disk(
             )));
         }
     }
-    std::fs::create_dir_all(dir).map_err(io(dir, "create directory"))?;
-    if dir.join(MANIFEST).exists() && !opts.save.overwrite {
-        return Err(Error::refused(
-            dir,
-            "already holds a saved disk (manifest.toml); pass --overwrite to replace it",
-        ));
+    match dest {
+        DiskDest::Dir(dir) => {
+            std::fs::create_dir_all(dir).map_err(io(dir, "create directory"))?;
+            if dir.join(MANIFEST).exists() && !opts.save.overwrite {
+                return Err(Error::refused(
+                    dir,
+                    "already holds a saved disk (manifest.toml); pass --overwrite to replace it",
+                ));
+            }
+        }
+        DiskDest::Stdout => crate::guard::check_not_terminal(false)?,
     }
 
+    // What each partition holds and what restore-disk will do with it.
     let mut plans = Vec::new();
-    let mut reports = Vec::new();
+    let mut parts = Vec::new();
     for e in table.partitions.iter().filter(|e| !e.is_extended()) {
         let name = PathBuf::from(format!("{} partition {}", disk.display(), e.number));
         let part = dev.window(e.start_bytes(), e.size_bytes(), name.clone())?;
@@ -93,28 +128,14 @@ pub fn save_disk(
             Action::Image
         };
         let image = (action == Action::Image).then(|| format!("part{}.rimg", e.number));
-        if let Some(img) = &image {
-            progress.note(&format!("partition {}: {fs} → {img}", e.number));
-            save_device(
-                &part,
-                &Destination::File(dir.join(img)),
-                &opts.save,
-                progress,
-            )?;
-        }
-        reports.push(PartitionReport {
-            number: e.number,
-            action,
-            filesystem: fs.clone(),
-            image: image.clone(),
-            device: None,
-        });
         plans.push(Plan {
             number: e.number,
             action,
             filesystem: fs,
             image,
+            image_bytes: None,
         });
+        parts.push(part);
     }
 
     // Boot code and (on MBR disks) the boot loader's area before the first partition.
@@ -127,9 +148,7 @@ pub fn save_disk(
         .clamp(SECTOR, MAX_BOOT_AREA);
     let mut boot = vec![0u8; first as usize];
     dev.read_at_checked(&mut boot, 0)?;
-    crate::atomic::write_file(&dir.join(BOOT_AREA), &boot)?;
-
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         format: manifest::FORMAT.into(),
         version: manifest::Version::V1,
         created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
@@ -140,16 +159,80 @@ pub fn save_disk(
         table: table.clone(),
         partitions: plans,
     };
-    let text = manifest
-        .to_toml()
-        .map_err(|e| Error::Internal(format!("the manifest cannot be written as TOML: {e}")))?;
-    crate::atomic::write_file(&dir.join(MANIFEST), text.as_bytes())?;
+    match dest {
+        DiskDest::Dir(dir) => {
+            for (plan, part) in manifest.partitions.iter_mut().zip(&parts) {
+                let Some(img) = &plan.image else { continue };
+                progress.note(&format!(
+                    "partition {}: {} → {img}",
+                    plan.number, plan.filesystem
+                ));
+                let r = save_device(
+                    part,
+                    &Destination::File(dir.join(img)),
+                    &opts.save,
+                    progress,
+                )?;
+                plan.image_bytes = Some(r.header.source_size);
+            }
+            crate::atomic::write_file(&dir.join(BOOT_AREA), &boot)?;
+            let text = manifest_text(&manifest)?;
+            crate::atomic::write_file(&dir.join(MANIFEST), text.as_bytes())?;
+        }
+        DiskDest::Stdout => {
+            // Every image is scanned and checked first: the manifest, which leads the stream,
+            // carries each image's size.
+            let mut prepared = Vec::new();
+            for (plan, part) in manifest.partitions.iter_mut().zip(&parts) {
+                if plan.image.is_some() {
+                    let p = prepare(part, &opts.save, progress)?;
+                    plan.image_bytes = Some(p.header.source_size);
+                    prepared.push((plan.number, p));
+                }
+            }
+            let stdout = Path::new("<stdout>");
+            let fail = |e| Error::Io(crate::error::IoError::new(stdout, "write", None, e));
+            let out = std::io::BufWriter::with_capacity(
+                1 << 20,
+                crate::source::stdio_file(rustix::stdio::stdout(), stdout)?,
+            );
+            let mut w = DiskStreamWriter::start(out).map_err(fail)?;
+            w.manifest(manifest_text(&manifest)?.as_bytes())
+                .map_err(fail)?;
+            w.boot_area(&boot).map_err(fail)?;
+            for (n, p) in &prepared {
+                progress.note(&format!("partition {n}: streaming its image"));
+                w.image(*n).map_err(fail)?;
+                save_prepared_to(p, &mut *w.inner(), stdout, &opts.save, progress)?;
+            }
+            w.end().map_err(fail)?;
+        }
+    }
+    let reports = manifest
+        .partitions
+        .iter()
+        .map(|p| PartitionReport {
+            number: p.number,
+            action: p.action,
+            filesystem: p.filesystem.clone(),
+            image: p.image.clone(),
+            device: None,
+        })
+        .collect();
     Ok(DiskReport {
-        manifest: dir.join(MANIFEST),
+        manifest: match dest {
+            DiskDest::Dir(dir) => dir.join(MANIFEST),
+            DiskDest::Stdout => dest.name().to_path_buf(),
+        },
         disk: disk.to_path_buf(),
         table: table_name(&table),
         table_action: None,
         partitions: reports,
         post_restore: None,
     })
+}
+
+fn manifest_text(m: &Manifest) -> Result<String, Error> {
+    m.to_toml()
+        .map_err(|e| Error::Internal(format!("the manifest cannot be written as TOML: {e}")))
 }

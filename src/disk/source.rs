@@ -24,12 +24,15 @@ pub enum DiskSource {
         /// Retries and timeouts.
         opts: HttpOptions,
     },
+    /// A disk stream on standard input (`save-disk DISK -`, `rimage send`, udp-receiver).
+    Stdin,
 }
 
 impl DiskSource {
     /// The saved disk a command-line argument names: a URL or a directory.
     pub fn from_arg(arg: &Path, opts: HttpOptions) -> Self {
         match arg.to_str() {
+            Some("-") => Self::Stdin,
             Some(s) if http::is_url(s) => {
                 let base = if s.ends_with('/') {
                     s.to_string()
@@ -47,6 +50,7 @@ impl DiskSource {
         match self {
             Self::Dir(d) => d,
             Self::Url { base, .. } => Path::new(base),
+            Self::Stdin => Path::new("<stdin>"),
         }
     }
 
@@ -55,6 +59,7 @@ impl DiskSource {
         match self {
             Self::Dir(d) => d.join(name),
             Self::Url { base, .. } => PathBuf::from(format!("{base}{name}")),
+            Self::Stdin => PathBuf::from(format!("<stdin>: {name}")),
         }
     }
 
@@ -79,6 +84,9 @@ impl DiskSource {
                 std::fs::read(&path).map_err(|e| Error::Io(IoError::new(&path, "read", None, e)))
             }
             Self::Url { base, opts } => http::fetch_small(&format!("{base}{name}"), *opts, limit),
+            Self::Stdin => Err(Error::Internal(
+                "a disk stream's files are read as its records arrive".into(),
+            )),
         }
     }
 
@@ -104,6 +112,7 @@ impl DiskSource {
                 url: format!("{base}{name}"),
                 opts: *opts,
             },
+            Self::Stdin => ImageSource::Stdin,
         }
     }
 }

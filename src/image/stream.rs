@@ -87,6 +87,8 @@ pub struct StreamReader<R> {
     zero_blocks: u64,
     done: bool,
     end: Option<StreamEnd>,
+    /// Inside a larger stream (a disk stream): what follows the trailer is not this image's.
+    embedded: bool,
 }
 
 impl<R: Read> StreamReader<R> {
@@ -94,7 +96,20 @@ impl<R: Read> StreamReader<R> {
     ///
     /// # Errors
     /// A truncated or invalid header.
-    pub fn new(mut r: R) -> Result<Self, StreamError> {
+    pub fn new(r: R) -> Result<Self, StreamError> {
+        Self::with_end(r, false)
+    }
+
+    /// Reads and checks the header of an image inside a larger stream: reading stops at its
+    /// trailer, leaving what follows to the caller.
+    ///
+    /// # Errors
+    /// As [`StreamReader::new`].
+    pub fn new_embedded(r: R) -> Result<Self, StreamError> {
+        Self::with_end(r, true)
+    }
+
+    fn with_end(mut r: R, embedded: bool) -> Result<Self, StreamError> {
         let mut header_raw = [0u8; HEADER_LEN];
         read_exact(&mut r, &mut header_raw, 0, "header")?;
         let header = Header::decode(&header_raw)?;
@@ -108,6 +123,7 @@ impl<R: Read> StreamReader<R> {
             zero_blocks: 0,
             done: false,
             end: None,
+            embedded,
         })
     }
 
@@ -216,7 +232,13 @@ impl<R: Read> StreamReader<R> {
         read_exact(&mut self.r, &mut trailer_raw, trailer_at, "trailer")?;
         let trailer = Trailer::decode(&trailer_raw, version)?;
         let mut extra = [0u8; 1];
-        match self.r.read(&mut extra) {
+        // An embedded image is followed by the disk stream's next record.
+        let tail = if self.embedded {
+            Ok(0)
+        } else {
+            self.r.read(&mut extra)
+        };
+        match tail {
             Ok(0) => {}
             Ok(_) => return Err(FormatError::BadTrailer("bytes follow the trailer").into()),
             Err(source) => {

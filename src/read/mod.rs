@@ -122,6 +122,19 @@ impl Image {
         })
     }
 
+    /// Opens an image inside a larger stream (a disk stream): reading stops at its trailer.
+    ///
+    /// # Errors
+    /// As [`Image::stream`].
+    pub fn stream_embedded(name: &Path, stream: Stream) -> Result<Self, Error> {
+        let reader = StreamReader::new_embedded(stream).map_err(|e| Error::stream(name, e))?;
+        Ok(Self {
+            name: name.to_path_buf(),
+            header: reader.header().clone(),
+            body: Body::Stream(reader),
+        })
+    }
+
     /// The name for messages.
     pub fn name(&self) -> &Path {
         &self.name
