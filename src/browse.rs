@@ -257,7 +257,7 @@ impl Browser {
             return Err(Error::refused(
                 path,
                 format!(
-                    "a {} image: browsing reads ext2/3/4 filesystems only; restore it and mount it instead",
+                    "a {} image: browsing is not supported for it (rimage browses ext2/3/4 images); restore it and mount it instead",
                     image.header().source_type
                 ),
             ));
