@@ -54,6 +54,17 @@ pub enum LogState {
     Unreadable(&'static str),
 }
 
+/// The cycle that wrote a BB (`xlog_get_cycle`): its first word, except in a record header,
+/// which starts with the magic and keeps the cycle in `h_cycle` next to it.
+fn cycle_of(bb: &[u8]) -> u32 {
+    let first = BigEndian::read_u32(bb);
+    if first == HEADER_MAGIC {
+        BigEndian::read_u32(&bb[4..])
+    } else {
+        first
+    }
+}
+
 struct Log<'a> {
     read: Reader<'a, u64>,
     /// Length in BBs.
@@ -62,9 +73,9 @@ struct Log<'a> {
 
 impl Log<'_> {
     fn cycle(&mut self, blk: u64) -> Result<u32, XfsError> {
-        let mut b = [0u8; 4];
+        let mut b = [0u8; 8];
         (self.read)(blk * BB, &mut b)?;
-        Ok(BigEndian::read_u32(&b))
+        Ok(cycle_of(&b))
     }
 
     /// The first block of `lo..hi` whose cycle is `target`, when `lo` has another cycle and
@@ -87,7 +98,7 @@ impl Log<'_> {
         (self.read)(start * BB, &mut buf)?;
         Ok(buf
             .chunks_exact(BB as usize)
-            .position(|b| BigEndian::read_u32(b) == stop)
+            .position(|b| cycle_of(b) == stop)
             .map(|i| start + i as u64))
     }
 
