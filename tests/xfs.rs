@@ -902,3 +902,88 @@ fn hostile_btrees_give_typed_errors() {
         );
     }
 }
+
+/// save-disk records an XFS root and a FAT EFI system partition as such, images both through
+/// their scanners, and restore-disk brings both back.
+#[test]
+fn save_disk_records_xfs_and_vfat() {
+    if !tools("save_disk") || !have("sfdisk") || !have("mkfs.fat") || !have("mcopy") {
+        eprintln!("SKIP save_disk: needs xfsprogs, fdisk, dosfstools and mtools");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.img");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(160 << 20)
+        .unwrap();
+    let mut sfdisk = Command::new("sfdisk")
+        .arg("-q")
+        .arg(&disk)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    sfdisk
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"label: gpt\n,40M,U\n,,L\n")
+        .unwrap();
+    assert!(sfdisk.wait().unwrap().success());
+    let Some(a) = common::LoopDev::with_partitions(&disk) else {
+        eprintln!("SKIP save_disk: no loop devices with partitions");
+        return;
+    };
+    run(Command::new("mkfs.fat")
+        .args(["-F", "32", "-n", "ESP", "-i", "E5B0E5B0"])
+        .arg(a.part(1)));
+    std::fs::write(dir.path().join("grubx64.efi"), vec![0x4Du8; 300_000]).unwrap();
+    run(Command::new("mcopy")
+        .arg("-i")
+        .arg(a.part(1))
+        .arg(dir.path().join("grubx64.efi"))
+        .arg("::"));
+    run(mkfs_xfs().args(["-q", "-f", "-L", "root"]).arg(a.part(2)));
+    if let Some(m) = Mounted::new(&a.part(2), false) {
+        tree::populate(m.path(), 3);
+    }
+    let saved = dir.path().join("saved");
+    run(common::rimage()
+        .args(["save-disk", "-q"])
+        .arg(&a.dev)
+        .arg(&saved));
+    let manifest = std::fs::read_to_string(saved.join("manifest.toml")).unwrap();
+    assert!(
+        manifest.contains("kind = \"vfat\"") && manifest.contains("kind = \"xfs\""),
+        "{manifest}"
+    );
+    for (part, kind) in [(1, "vfat"), (2, "xfs")] {
+        let info = run(common::rimage()
+            .args(["info", "--json"])
+            .arg(saved.join(format!("part{part}.rimg"))));
+        assert!(
+            info.contains(&format!("\"source_type\": \"{kind}\"")),
+            "{info}"
+        );
+    }
+
+    let target = dir.path().join("target.img");
+    common::pattern_file(&target, 160 << 20);
+    let b = common::LoopDev::new(&target).expect("loop device");
+    run(common::rimage().arg("restore-disk").arg(&saved).arg(&b.dev));
+    run(Command::new("xfs_repair").arg("-n").arg(b.part(2)));
+    run(Command::new("fsck.fat").arg("-n").arg(b.part(1)));
+    let esp = run(Command::new("mdir")
+        .args(["-b", "-i"])
+        .arg(b.part(1))
+        .arg("::"));
+    assert!(
+        esp.contains("GRUBX64.EFI") || esp.contains("grubx64.efi"),
+        "{esp}"
+    );
+    if let Some(x) = snapshot(&a.part(2)) {
+        let y = snapshot(&b.part(2)).unwrap();
+        assert!(x.len() > 100 && x == y, "the XFS root's files differ");
+    }
+}
