@@ -348,7 +348,11 @@ fn main() {
             "Machine: {}. XFS corpus: 4 GiB, the same content as the ext4 corpus. Medians of {} runs{}.\n\n| ratio | value | target | holds |\n|---|---:|---|---|\n",
             machine(),
             cx.reps,
-            if cx.cold { ", cold and warm cache" } else { ", warm cache" }
+            if cx.cold {
+                ", cold and warm cache"
+            } else {
+                ", warm cache"
+            }
         );
         for r in &rows {
             let _ = writeln!(

@@ -270,7 +270,7 @@ fn check_case(case: &FatCase) {
     let target = dir.path().join("restored.fat");
     common::pattern_file(&target, case.mib << 20);
     rimage::restore(
-        &ImageSource::File(image),
+        &ImageSource::File(image.clone()),
         &target,
         &RestoreOptions {
             free_space: FreeSpace::Leave,
@@ -286,6 +286,28 @@ fn check_case(case: &FatCase) {
         let (a, b) = (files(&img), files(&target));
         assert!(a.len() > 10, "{}: {} entries", case.name, a.len());
         assert!(a == b, "{}: the restored files differ", case.name);
+
+        // Browsing the image (fatfs) shows the same files mtools reads from the volume.
+        let browser = rimage::Browser::open(&ImageSource::File(image.clone())).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let into = out.path().join("x");
+        let n = browser.extract("/", &into).unwrap();
+        assert_eq!(n as usize, a.len() + 1, "{}", case.name);
+        assert!(
+            tree::snapshot_dir(&into) == a,
+            "{}: the files browsed in the image differ",
+            case.name
+        );
+        let listed: Vec<String> = browser
+            .list("/")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert!(listed.contains(&"README.TXT".to_string()), "{listed:?}");
+        let mut text = Vec::new();
+        browser.cat("/readme.txt", &mut text).unwrap();
+        assert_eq!(text, b"top level\n");
     }
 }
 

@@ -92,7 +92,7 @@ pub fn choose_root(m: &Manifest, dir: &Path, root: Option<u32>) -> Result<u32, E
         .collect();
     let has_fstab = |p: &Plan| {
         let image = ImageSource::File(dir.join(p.image.as_deref().unwrap_or_default()));
-        crate::Browser::open(&image).is_ok_and(|b| b.fs().exists("/etc/fstab").unwrap_or(false))
+        crate::Browser::open(&image).is_ok_and(|b| b.exists("/etc/fstab"))
     };
     match root {
         Some(n) if imaged.iter().any(|p| p.number == n) => Ok(n),
