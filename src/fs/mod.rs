@@ -512,4 +512,19 @@ mod tests {
         assert_eq!(FsType::from_name("unknown"), Some(FsType::Raw));
         assert_eq!(FsType::from_code(0), None);
     }
+
+    #[test]
+    fn identifiers_are_spelled_per_type() {
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&0x1234_ABCDu32.to_le_bytes());
+        assert_eq!(FsType::Vfat.id_text(&Uuid(id)), "1234-ABCD");
+        assert_eq!(FsType::Vfat.id_name(), "volume id");
+        let u: Uuid = "0b1c2d3e-4f50-4162-8374-95a6b7c8d9ea".parse().unwrap();
+        assert_eq!(
+            FsType::Xfs.id_text(&u),
+            "0b1c2d3e-4f50-4162-8374-95a6b7c8d9ea"
+        );
+        assert_eq!(FsType::from_code(5), Some(FsType::Xfs));
+        assert_eq!(FsType::from_code(6), Some(FsType::Vfat));
+    }
 }

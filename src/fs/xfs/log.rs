@@ -205,3 +205,100 @@ pub fn state(sb: &Superblock, read: Reader<'_, u64>) -> Result<LogState, XfsErro
     }
     Ok(LogState::Unreadable("the log head cannot be found"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::xfs::superblock::Superblock;
+
+    const LEN: usize = 64;
+
+    fn sb() -> Superblock {
+        Superblock {
+            block_size: 512,
+            block_log: 9,
+            sect_size: 512,
+            dblocks: 1 << 20,
+            agblocks: 1 << 20,
+            agblklog: 20,
+            agcount: 1,
+            logstart: 8,
+            logblocks: LEN as u32,
+            fdblocks: 0,
+            uuid: [0; 16],
+            meta_uuid: [0; 16],
+            label: [0; 12],
+            crc: true,
+            incompat: 0,
+            unsupported: None,
+        }
+    }
+
+    /// Writes a record of one header and three data BBs at `blk`.
+    fn record(log: &mut [u8], blk: usize, cycle: u32, unmount: bool) {
+        let h = &mut log[blk * 512..(blk + 1) * 512];
+        h.fill(0);
+        BigEndian::write_u32(&mut h[H_MAGICNO..], HEADER_MAGIC);
+        BigEndian::write_u32(&mut h[4..], cycle);
+        BigEndian::write_u32(&mut h[H_VERSION..], VERSION_2);
+        BigEndian::write_u32(&mut h[H_LEN..], 3 * 512);
+        BigEndian::write_u32(&mut h[H_NUM_LOGOPS..], if unmount { 1 } else { 3 });
+        BigEndian::write_u32(&mut h[H_SIZE..], HEADER_CYCLE_SIZE);
+        for d in 1..4 {
+            let b = &mut log[(blk + d) * 512..(blk + d + 1) * 512];
+            b.fill(0);
+            BigEndian::write_u32(b, cycle);
+            if d == 1 && unmount {
+                b[OH_FLAGS] = UNMOUNT_TRANS;
+            }
+        }
+    }
+
+    fn state_of(log: &[u8]) -> LogState {
+        state(&sb(), &mut |off, buf| {
+            let o = off as usize;
+            buf.copy_from_slice(&log[o..o + buf.len()]);
+            Ok(())
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn head_and_last_record_are_found() {
+        let mut log = vec![0u8; LEN * 512];
+        assert_eq!(state_of(&log), LogState::Clean, "zeroed");
+        // Not wrapped: five records of cycle 1, then zeros.
+        for r in 0..5 {
+            record(&mut log, r * 4, 1, r == 4);
+        }
+        assert_eq!(state_of(&log), LogState::Clean);
+        record(&mut log, 16, 1, false);
+        assert_eq!(state_of(&log), LogState::NeedsRecovery);
+        // Wrapped: cycle 1 everywhere, cycle 2 over the first 20 blocks.
+        for r in 0..LEN / 4 {
+            record(&mut log, r * 4, 1, false);
+        }
+        for r in 0..5 {
+            record(&mut log, r * 4, 2, r == 4);
+        }
+        assert_eq!(state_of(&log), LogState::Clean);
+        record(&mut log, 16, 2, false);
+        assert_eq!(state_of(&log), LogState::NeedsRecovery);
+        // About to wrap: the whole log is cycle 2 and ends with an unmount record.
+        for r in 0..LEN / 4 {
+            record(&mut log, r * 4, 2, r == LEN / 4 - 1);
+        }
+        assert_eq!(state_of(&log), LogState::Clean);
+        // A record whose data was never written: the head is before it.
+        for r in 0..LEN / 4 {
+            record(&mut log, r * 4, 1, false);
+        }
+        for r in 0..5 {
+            record(&mut log, r * 4, 2, r == 3);
+        }
+        for d in 17..20 {
+            BigEndian::write_u32(&mut log[d * 512..], 1);
+        }
+        assert_eq!(state_of(&log), LogState::Clean, "torn last record");
+    }
+}
