@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::Error;
 use crate::error::IoError;
+use crate::fs::FileReader;
 use crate::image::chunk::ChunkExtent;
 use crate::read::{Image, Random};
 use crate::transport::ImageSource;
@@ -279,15 +280,14 @@ impl Browser {
             ));
         }
         let kind = image.header().source_type;
-        let fat = kind == crate::fs::FsType::Vfat;
-        if !kind.is_ext() && !fat {
+        let Some(file_reader) = kind.file_reader() else {
             return Err(Error::refused(
                 path,
                 format!(
                     "a {kind} image: browsing is not supported for it (rimage browses ext2/3/4 and FAT images); restore it and mount it instead"
                 ),
             ));
-        }
+        };
         let decoded = Rc::new(Cell::new(0));
         let mut reader = ImageBlocks {
             image,
@@ -297,15 +297,16 @@ impl Browser {
             decoded: Rc::clone(&decoded),
             patch: None,
         };
-        let files: Box<dyn Files> = if fat {
-            Box::new(fat::FatFiles::open(path, reader)?)
-        } else {
-            reader.patch = small_inode_patch(&mut reader);
-            let fs = Ext4::load(Box::new(reader)).map_err(|e| browse_error(path, "/", &e))?;
-            Box::new(ExtFiles {
-                image: path.to_path_buf(),
-                fs,
-            })
+        let files: Box<dyn Files> = match file_reader {
+            FileReader::FatFs => Box::new(fat::FatFiles::open(path, reader)?),
+            FileReader::Ext4View => {
+                reader.patch = small_inode_patch(&mut reader);
+                let fs = Ext4::load(Box::new(reader)).map_err(|e| browse_error(path, "/", &e))?;
+                Box::new(ExtFiles {
+                    image: path.to_path_buf(),
+                    fs,
+                })
+            }
         };
         Ok(Self { files, decoded })
     }

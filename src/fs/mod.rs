@@ -67,20 +67,57 @@ enum IdForm {
     VolumeId,
 }
 
+/// Which reader browses the files of an image of a type (`ls`, `cat`, `extract`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileReader {
+    /// ext4-view.
+    Ext4View,
+    /// The fatfs crate.
+    FatFs,
+}
+
+/// One row of [`TYPES`].
+type Row = (FsType, Option<u8>, &'static str, IdForm, Option<FileReader>);
+
 /// The one code table: (type, image header code, name as `blkid` and the manifest spell it,
-/// identifier form). Codes are stored in images: never reuse or renumber one.
-const TYPES: &[(FsType, Option<u8>, &str, IdForm)] = &[
-    (FsType::Ext2, Some(1), "ext2", IdForm::Uuid),
-    (FsType::Ext3, Some(2), "ext3", IdForm::Uuid),
-    (FsType::Ext4, Some(3), "ext4", IdForm::Uuid),
-    (FsType::Raw, Some(4), "raw", IdForm::Uuid),
-    (FsType::Xfs, Some(5), "xfs", IdForm::Uuid),
-    (FsType::Vfat, Some(6), "vfat", IdForm::VolumeId),
-    (FsType::Swap, None, "swap", IdForm::Uuid),
+/// identifier form, reader that browses its images). Codes are stored in images: never reuse or
+/// renumber one.
+const TYPES: &[Row] = &[
+    (
+        FsType::Ext2,
+        Some(1),
+        "ext2",
+        IdForm::Uuid,
+        Some(FileReader::Ext4View),
+    ),
+    (
+        FsType::Ext3,
+        Some(2),
+        "ext3",
+        IdForm::Uuid,
+        Some(FileReader::Ext4View),
+    ),
+    (
+        FsType::Ext4,
+        Some(3),
+        "ext4",
+        IdForm::Uuid,
+        Some(FileReader::Ext4View),
+    ),
+    (FsType::Raw, Some(4), "raw", IdForm::Uuid, None),
+    (FsType::Xfs, Some(5), "xfs", IdForm::Uuid, None),
+    (
+        FsType::Vfat,
+        Some(6),
+        "vfat",
+        IdForm::VolumeId,
+        Some(FileReader::FatFs),
+    ),
+    (FsType::Swap, None, "swap", IdForm::Uuid, None),
 ];
 
 impl FsType {
-    fn row(self) -> &'static (FsType, Option<u8>, &'static str, IdForm) {
+    fn row(self) -> &'static Row {
         TYPES
             .iter()
             .find(|r| r.0 == self)
@@ -97,6 +134,11 @@ impl FsType {
                 format!("{:04X}-{:04X}", v >> 16, v & 0xFFFF)
             }
         }
+    }
+
+    /// The reader that browses images of this type, if any.
+    pub fn file_reader(self) -> Option<FileReader> {
+        self.row().4
     }
 
     /// What this type's identifier is called: "uuid" or "volume id".
@@ -502,7 +544,7 @@ mod tests {
 
     #[test]
     fn every_type_has_one_name_and_at_most_one_code() {
-        for (t, code, name, _) in TYPES {
+        for (t, code, name, _, _) in TYPES {
             assert_eq!(FsType::from_name(name), Some(*t));
             if let Some(c) = code {
                 assert_eq!(FsType::from_code(*c), Some(*t));
