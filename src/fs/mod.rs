@@ -82,38 +82,15 @@ type Row = (FsType, Option<u8>, &'static str, IdForm, Option<FileReader>);
 /// The one code table: (type, image header code, name as `blkid` and the manifest spell it,
 /// identifier form, reader that browses its images). Codes are stored in images: never reuse or
 /// renumber one.
+#[rustfmt::skip]
 const TYPES: &[Row] = &[
-    (
-        FsType::Ext2,
-        Some(1),
-        "ext2",
-        IdForm::Uuid,
-        Some(FileReader::Ext4View),
-    ),
-    (
-        FsType::Ext3,
-        Some(2),
-        "ext3",
-        IdForm::Uuid,
-        Some(FileReader::Ext4View),
-    ),
-    (
-        FsType::Ext4,
-        Some(3),
-        "ext4",
-        IdForm::Uuid,
-        Some(FileReader::Ext4View),
-    ),
-    (FsType::Raw, Some(4), "raw", IdForm::Uuid, None),
-    (FsType::Xfs, Some(5), "xfs", IdForm::Uuid, None),
-    (
-        FsType::Vfat,
-        Some(6),
-        "vfat",
-        IdForm::VolumeId,
-        Some(FileReader::FatFs),
-    ),
-    (FsType::Swap, None, "swap", IdForm::Uuid, None),
+    (FsType::Ext2, Some(1), "ext2", IdForm::Uuid,     Some(FileReader::Ext4View)),
+    (FsType::Ext3, Some(2), "ext3", IdForm::Uuid,     Some(FileReader::Ext4View)),
+    (FsType::Ext4, Some(3), "ext4", IdForm::Uuid,     Some(FileReader::Ext4View)),
+    (FsType::Raw,  Some(4), "raw",  IdForm::Uuid,     None),
+    (FsType::Xfs,  Some(5), "xfs",  IdForm::Uuid,     None),
+    (FsType::Vfat, Some(6), "vfat", IdForm::VolumeId, Some(FileReader::FatFs)),
+    (FsType::Swap, None,    "swap", IdForm::Uuid,     None),
 ];
 
 impl FsType {
