@@ -274,6 +274,20 @@ mod tests {
         assert_eq!(state_of(&log), LogState::Clean);
         record(&mut log, 16, 1, false);
         assert_eq!(state_of(&log), LogState::NeedsRecovery);
+        // A stale header of cycle 0 just past the head (an earlier mkfs.xfs leaves such): it
+        // starts with the magic, not with its cycle, and is no record of this log.
+        record(&mut log, 16, 1, true);
+        record(&mut log, 20, 0, false);
+        BigEndian::write_u32(&mut log[20 * 512 + H_LEN..], 0);
+        log[21 * 512..].fill(0);
+        assert_eq!(
+            state_of(&log),
+            LogState::Clean,
+            "stale header past the head"
+        );
+        log[20 * 512..].fill(0);
+        record(&mut log, 16, 1, false);
+        assert_eq!(state_of(&log), LogState::NeedsRecovery);
         // Wrapped: cycle 1 everywhere, cycle 2 over the first 20 blocks.
         for r in 0..LEN / 4 {
             record(&mut log, r * 4, 1, false);
