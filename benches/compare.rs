@@ -10,6 +10,10 @@
 //! time scales with filesystem size at constant used data. Prints a table of ratios and writes
 //! benches/results/{results.json,latest.md,chart.svg}.
 //!
+//! An XFS corpus (the same content, through a loop mount) is saved by rimage and by
+//! `partclone.xfs | zstd` too. RIMAGE_BENCH_ONLY=xfs runs only that part and writes
+//! benches/results/xfs.md (the full run's files are left as they are).
+//!
 //! Environment: RIMAGE_BENCH_DIR (work directory, default target/bench-compare),
 //! RIMAGE_BENCH_REPS (default 3), RIMAGE_BENCH_BASELINE (another rimage binary, e.g. a build of
 //! the previous commit: its save, restore and verify are timed in alternation with this
@@ -342,6 +346,34 @@ fn main() {
         );
     }
 
+    if std::env::var("RIMAGE_BENCH_ONLY").as_deref() == Ok("xfs") {
+        xfs_part(&mut cx, root, is_root);
+        let rows = xfs_rows(&cx);
+        let mut md = format!(
+            "Machine: {}. XFS corpus: 4 GiB, the same content as the ext4 corpus. Medians of {} runs{}.\n\n| ratio | value | target | holds |\n|---|---:|---|---|\n",
+            machine(),
+            cx.reps,
+            if cx.cold {
+                ", cold and warm cache"
+            } else {
+                ", warm cache"
+            }
+        );
+        for r in &rows {
+            let _ = writeln!(
+                md,
+                "| {} | {:.2} | {} | {} |",
+                r.what.replace('|', "\\|"),
+                r.value,
+                r.target,
+                if r.holds { "yes" } else { "**no**" }
+            );
+        }
+        println!("\n{md}");
+        std::fs::write(root.join("benches/results/xfs.md"), md).unwrap();
+        return;
+    }
+
     let corpus = dir.join("corpus.img");
     if !corpus.exists() {
         assert!(
@@ -540,6 +572,8 @@ fn main() {
         );
     }
 
+    xfs_part(&mut cx, root, is_root);
+
     if let Some(base) = std::env::var_os("RIMAGE_BENCH_BASELINE") {
         let b = PathBuf::from(base).display().to_string();
         eprintln!("this build (A) and the baseline build {b} (B), alternating:");
@@ -580,6 +614,98 @@ fn main() {
     let scaling = scaling(&mut cx, root);
 
     report(&cx, root, used_bytes, corpus_bytes, cores, &scaling);
+}
+
+/// XFS: rimage's save against `partclone.xfs | zstd -3` on a 4 GiB XFS corpus with the same
+/// content as the ext4 one; the restored image must pass `xfs_repair -n`. Skipped (with a
+/// note) without xfsprogs or partclone.xfs.
+fn xfs_part(cx: &mut Ctx, root: &Path, is_root: bool) {
+    if !have("partclone.xfs") || !have("mkfs.xfs") || !have("xfs_repair") {
+        eprintln!("note: partclone.xfs or xfsprogs missing: no XFS comparison");
+        return;
+    }
+    let corpus = cx.dir.join("corpus-xfs.img");
+    if !corpus.exists() {
+        assert!(is_root, "building the XFS corpus needs root (loop mount)");
+        eprintln!("building the XFS corpus (a few minutes)...");
+        assert!(
+            sh(&format!(
+                "bash {}/benches/make-corpus.sh {} 4 xfs",
+                root.display(),
+                corpus.display()
+            )),
+            "XFS corpus build failed"
+        );
+    }
+    let info = rimage::inspect_source(&corpus).unwrap();
+    eprintln!(
+        "XFS corpus: {} ({:.2} GiB used)",
+        corpus.display(),
+        (info.fs.used_blocks * u64::from(info.fs.block_size)) as f64 / (1u64 << 30) as f64
+    );
+    let r = cx.rimage.display().to_string();
+    let c = corpus.display().to_string();
+    let dir = cx.dir.clone();
+    let d = |n: &str| dir.join(n).display().to_string();
+    let (ours, theirs) = (d("x3.rimg"), d("xp3.zst"));
+    eprintln!("XFS save:");
+    for cache in [true, false] {
+        cx.measure(
+            "rimage save -l3 (xfs)",
+            &format!("{r} save -q --overwrite -l 3 {c} {ours}"),
+            cache,
+            Some(Path::new(&ours)),
+            &|| {},
+        );
+        cx.measure(
+            "partclone.xfs | zstd -3",
+            &format!("partclone.xfs -q -c -s {c} -o - 2>/dev/null | zstd -q -T0 -3 -c > {theirs}"),
+            cache,
+            Some(Path::new(&theirs)),
+            &|| {},
+        );
+    }
+    let target = d("target-xfs.img");
+    let _ = std::fs::remove_file(&target);
+    assert!(sh(&format!("truncate -s {} {target}", info.device_bytes)));
+    assert!(sh(&format!("{r} restore -q {ours} {target}")));
+    assert!(
+        sh(&format!("xfs_repair -n {target} >/dev/null 2>&1")),
+        "the restored XFS target does not pass xfs_repair -n"
+    );
+    let _ = std::fs::remove_file(&target);
+}
+
+/// The XFS rows of the report (none when the XFS part did not run).
+fn xfs_rows(cx: &Ctx) -> Vec<Ratio> {
+    let mut rows = Vec::new();
+    for c in ["cold", "warm"] {
+        if let (Some(ours), Some(theirs)) = (
+            cx.get("rimage save -l3 (xfs)", c),
+            cx.get("partclone.xfs | zstd -3", c),
+        ) {
+            let speed = theirs.median.wall / ours.median.wall;
+            rows.push(Ratio {
+                what: format!("XFS save speed vs partclone.xfs|zstd ({c})"),
+                value: speed,
+                target: "≥ 2.0×".into(),
+                holds: speed >= 2.0,
+            });
+        }
+    }
+    if let (Some(ours), Some(theirs)) = (
+        cx.get("rimage save -l3 (xfs)", "warm"),
+        cx.get("partclone.xfs | zstd -3", "warm"),
+    ) {
+        let size = ours.output_bytes.unwrap() as f64 / theirs.output_bytes.unwrap() as f64;
+        rows.push(Ratio {
+            what: "XFS image size vs partclone.xfs|zstd".into(),
+            value: size,
+            target: "≤ 1.01×".into(),
+            holds: size <= 1.01,
+        });
+    }
+    rows
 }
 
 /// Save time and peak RSS at three filesystem sizes holding the same files.
@@ -746,6 +872,9 @@ fn report(cx: &Ctx, root: &Path, used: u64, size: u64, cores: usize, scaling: &[
                 );
             }
         }
+    }
+    for r in xfs_rows(cx) {
+        add(r.what, r.value, &r.target, r.holds);
     }
     let (small, big) = (scaling[0], scaling[scaling.len() - 1]);
     add(

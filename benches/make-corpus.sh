@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Builds the benchmark corpus: a 4 GiB ext4 filesystem (4 KiB blocks), about half used by
-# binaries and libraries, text, already-compressed and random data, whose free space holds
+# Builds the benchmark corpus: a 4 GiB ext4 (or XFS) filesystem (4 KiB blocks), about half used
+# by binaries and libraries, text, already-compressed and random data, whose free space holds
 # stale non-zero data because files were written, deleted and rewritten through a loop mount.
-# Usage: make-corpus.sh OUT.img [SIZE_GIB]. Needs root (loop mount).
+# Usage: make-corpus.sh OUT.img [SIZE_GIB] [ext4|xfs]. Needs root (loop mount).
 set -euo pipefail
 out=$1
 size_gib=${2:-4}
+fstype=${3:-ext4}
 [ "$(id -u)" -eq 0 ] || { echo "make-corpus.sh: needs root for the loop mount" >&2; exit 1; }
 mnt=$(mktemp -d)
 cleanup() { mountpoint -q "$mnt" && umount "$mnt"; rmdir "$mnt"; }
@@ -13,7 +14,11 @@ trap cleanup EXIT
 
 rm -f "$out"
 truncate -s "${size_gib}G" "$out"
-mkfs.ext4 -q -F -b 4096 -L corpus "$out"
+case $fstype in
+  ext4) mkfs.ext4 -q -F -b 4096 -L corpus "$out" ;;
+  xfs) mkfs.xfs -q -f -b size=4096 -L corpus "$out" ;;
+  *) echo "make-corpus.sh: unknown filesystem type $fstype" >&2; exit 2 ;;
+esac
 mount -o loop "$out" "$mnt"
 
 # Budget in MiB, scaled to the filesystem size (4 GiB → about 2 GiB used at the end).
@@ -55,5 +60,8 @@ for f in $(find "$mnt/usr/bin" -type f | sort | awk 'NR % 3 == 0'); do cp -p "$f
 sync
 df -h "$mnt" | tail -1
 umount "$mnt"
-e2fsck -fn "$out" >/dev/null
+case $fstype in
+  ext4) e2fsck -fn "$out" >/dev/null ;;
+  xfs) xfs_repair -n "$out" >/dev/null 2>&1 ;;
+esac
 echo "corpus: $out"

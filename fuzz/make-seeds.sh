@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Regenerates the seed corpora in fuzz/corpus/ from small real filesystems and images.
-# Seeds are kept small (the fuzzer mutates whole inputs). Needs mke2fs and a built rimage.
+# Seeds are kept small (the fuzzer mutates whole inputs). Needs mke2fs, xfsprogs, dosfstools,
+# mtools, a built rimage, and root (the XFS seeds are filled through a loop mount).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 rimage=${RIMAGE:-$here/../target/release/rimage}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 c=$here/corpus
-mkdir -p "$c/header" "$c/chunk" "$c/image" "$c/ext_scan"
+mkdir -p "$c/header" "$c/chunk" "$c/image" "$c/ext_scan" "$c/xfs_scan" "$c/fat_scan"
 
 mkdir -p "$work/tree/d"
 printf 'hello\n' > "$work/tree/a"
@@ -74,3 +75,63 @@ for t in gpt dos; do
   "$rimage" save-disk -q --overwrite "$work/disk-$t" "$work/saved-$t" || true
   [ -f "$work/saved-$t/manifest.toml" ] && cp "$work/saved-$t/manifest.toml" "$c/manifest/$t.toml"
 done
+
+# XFS: one-AG filesystems (an AG is at least 16 MiB; the scanner's metadata and the log sit at
+# the start of it), cut after their last non-zero byte: the fuzz target reads the rest as zeros.
+cut() { # file: truncate after the last non-zero 4 KiB block
+  python3 - "$1" <<'PY'
+import sys
+p = sys.argv[1]
+data = open(p, "rb").read()
+end = len(data)
+while end > 0 and not any(data[max(0, end - 4096):end]):
+    end -= 4096
+open(p, "wb").write(data[:end])
+PY
+}
+export TEST_DIR=/tmp TEST_DEV=/dev/null QA_CHECK_FS=1
+mkdir -p "$work/mnt"
+xfs_seed() { # name mount(yes/no) mkfs-options...
+  local name=$1 mount=$2; shift 2
+  rm -f "$work/x.img"; truncate -s 16M "$work/x.img"
+  mkfs.xfs -q -f -d agcount=1 "$@" "$work/x.img"
+  if [ "$mount" != no ]; then
+    mount -o loop "$work/x.img" "$work/mnt"
+    cp -r "$work/tree/." "$work/mnt/"
+    if [ "$mount" = fragment ]; then
+      # Every other one of 700 one-block files deleted: a two-level free-space btree.
+      mkdir "$work/mnt/f"
+      for i in $(seq 1 700); do head -c 1024 /dev/zero | tr '\0' x > "$work/mnt/f/$i"; done
+      sync; rm -f "$work"/mnt/f/*[02468]
+    fi
+    if [ "$mount" = dirty ]; then
+      sync; xfs_io -x -c "shutdown -f" "$work/mnt"
+    fi
+    umount "$work/mnt"
+  fi
+  cut "$work/x.img"
+  cp "$work/x.img" "$c/xfs_scan/$name"
+}
+xfs_seed v5-1k-fragmented fragment -b size=1024
+xfs_seed v5-4k yes -b size=4096
+xfs_seed v5-dirty-log dirty -b size=1024
+xfs_seed v4-512 no -m crc=0 -b size=512
+xfs_seed v5-4k-sectors yes -b size=4096 -s size=4096
+
+# FAT: small volumes of each width, filled with mtools; one with its dirty bit set.
+fat_seed() { # name size mkfs-options...
+  local name=$1 size=$2; shift 2
+  rm -f "$work/f.img"; truncate -s "$size" "$work/f.img"
+  mkfs.fat "$@" "$work/f.img" >/dev/null 2>&1
+  mcopy -s -i "$work/f.img" "$work/tree/a" "$work/tree/d" :: 2>/dev/null || true
+  cut "$work/f.img"
+  cp "$work/f.img" "$c/fat_scan/$name"
+}
+fat_seed fat12 256K -F 12
+fat_seed fat16 2200K -F 16 -s 1
+fat_seed fat32 33M -F 32 -s 1
+fat_seed fat32-few-clusters 2M -F 32 -s 1
+cp "$c/fat_scan/fat16" "$work/dirty"
+printf '\001' | dd of="$work/dirty" bs=1 seek=37 conv=notrunc status=none
+cp "$work/dirty" "$c/fat_scan/fat16-dirty"
+ls -l "$c/xfs_scan" "$c/fat_scan"

@@ -1,9 +1,11 @@
 //! browse: files inside an image without restoring it (`ls`, `cat`, `extract`).
 //!
-//! ext4-view reads the filesystem through [`ImageBlocks`] (crate::read::blocks), a reader that maps each block to its
-//! chunk with the image index and keeps a few decompressed chunks in a cache; blocks the image
-//! does not store read as zeros. Only the chunks holding the metadata and files asked for are
-//! read, so listing a directory of a multi-GiB image touches a handful of chunks.
+//! A filesystem reader reads the image through [`ImageBlocks`] (crate::read::blocks), a reader
+//! that maps each block to its chunk with the image index and keeps a few decompressed chunks in
+//! a cache; blocks the image does not store read as zeros. Only the chunks holding the metadata
+//! and files asked for are read, so listing a directory of a multi-GiB image touches a handful of
+//! chunks. ext2/3/4 images are read with ext4-view, FAT images with the fatfs crate (see `fat`);
+//! both sit behind the small `Files` trait.
 
 use std::cell::Cell;
 use std::io::Write;
@@ -15,9 +17,12 @@ use serde::Serialize;
 
 use crate::Error;
 use crate::error::IoError;
+use crate::fs::FileReader;
 use crate::read::Image;
 use crate::read::blocks::ImageBlocks;
 use crate::transport::ImageSource;
+
+mod fat;
 
 /// The image's blocks as ext4-view reads them, with the superblock patch of
 /// [`small_inode_patch`] applied.
@@ -105,20 +110,41 @@ fn kind(t: FileType) -> &'static str {
     }
 }
 
+/// What browsing needs of a filesystem reader.
+trait Files {
+    /// See [`Browser::list`].
+    fn list(&self, dir: &str) -> Result<Vec<Entry>, Error>;
+    /// See [`Browser::cat`].
+    fn cat(&self, path: &str, out: &mut dyn Write) -> Result<u64, Error>;
+    /// See [`Browser::extract`].
+    fn extract(&self, path: &str, dest: &Path) -> Result<u64, Error>;
+    /// Whether `path` exists.
+    fn exists(&self, path: &str) -> bool;
+    /// The ext4-view filesystem, for an ext image.
+    fn ext4(&self) -> Option<&Ext4> {
+        None
+    }
+}
+
 /// A filesystem inside an image, opened for reading.
 pub struct Browser {
+    files: Box<dyn Files>,
+    decoded: Rc<Cell<u64>>,
+}
+
+/// An ext2/3/4 filesystem read with ext4-view.
+struct ExtFiles {
     image: PathBuf,
     fs: Ext4,
-    decoded: Rc<Cell<u64>>,
 }
 
 impl Browser {
     /// Opens the filesystem inside the image at `path`.
     ///
     /// # Errors
-    /// When the image is unreadable or corrupt, holds a raw source, or holds an ext filesystem
-    /// with features the reader does not support (meta_bg, inline_data, ...): the message says
-    /// so and suggests restoring it.
+    /// When the image is unreadable or corrupt, holds a source that cannot be browsed (raw,
+    /// XFS), or holds a filesystem with features the reader does not support (ext meta_bg,
+    /// inline_data, ...): the message says so and suggests restoring it.
     pub fn open(source: &ImageSource) -> Result<Self, Error> {
         let path = source.path();
         let image = Image::open(source)?;
@@ -128,30 +154,40 @@ impl Browser {
                 "browsing reads an image at random, which a stream cannot give; save it to a file first",
             ));
         }
-        if !image.header().source_type.is_ext() {
+        let kind = image.header().source_type;
+        let Some(file_reader) = kind.file_reader() else {
             return Err(Error::refused(
                 path,
                 format!(
-                    "a {} image: browsing reads ext2/3/4 filesystems only; restore it and mount it instead",
-                    image.header().source_type
+                    "a {kind} image: browsing is not supported for it (rimage browses ext2/3/4 and FAT images); restore it and mount it instead"
                 ),
             ));
-        }
+        };
         let mut blocks = ImageBlocks::new(image)?;
         let decoded = blocks.decoded_counter();
-        let patch = small_inode_patch(&mut blocks);
-        let reader = Ext4Blocks { blocks, patch };
-        let fs = Ext4::load(Box::new(reader)).map_err(|e| browse_error(path, "/", &e))?;
-        Ok(Self {
-            image: path.to_path_buf(),
-            fs,
-            decoded,
-        })
+        let files: Box<dyn Files> = match file_reader {
+            FileReader::FatFs => Box::new(fat::FatFiles::open(path, blocks)?),
+            FileReader::Ext4View => {
+                let patch = small_inode_patch(&mut blocks);
+                let reader = Ext4Blocks { blocks, patch };
+                let fs = Ext4::load(Box::new(reader)).map_err(|e| browse_error(path, "/", &e))?;
+                Box::new(ExtFiles {
+                    image: path.to_path_buf(),
+                    fs,
+                })
+            }
+        };
+        Ok(Self { files, decoded })
     }
 
-    /// The ext4-view filesystem (for callers that want its full API).
-    pub fn fs(&self) -> &Ext4 {
-        &self.fs
+    /// The ext4-view filesystem of an ext image (for callers that want its full API).
+    pub fn ext4(&self) -> Option<&Ext4> {
+        self.files.ext4()
+    }
+
+    /// Whether `path` exists in the filesystem.
+    pub fn exists(&self, path: &str) -> bool {
+        self.files.exists(path)
     }
 
     /// How many chunks have been decompressed so far.
@@ -165,6 +201,52 @@ impl Browser {
     /// # Errors
     /// A missing path, or a read failure.
     pub fn list(&self, dir: &str) -> Result<Vec<Entry>, Error> {
+        self.files.list(dir)
+    }
+
+    /// Writes the contents of the file at `path` to `out`; returns the byte count.
+    ///
+    /// # Errors
+    /// A missing path, a directory, a read failure, or a write failure of `out`.
+    pub fn cat(&self, path: &str, out: &mut dyn Write) -> Result<u64, Error> {
+        self.files.cat(path, out)
+    }
+
+    /// Copies `path` (a file, symlink or whole directory tree) out of the image to `dest`,
+    /// keeping permissions and modification times (and owners when run as root). Existing
+    /// files are never overwritten. Returns the number of entries written.
+    ///
+    /// # Errors
+    /// A missing path, an existing destination file, or a read or write failure.
+    pub fn extract(&self, path: &str, dest: &Path) -> Result<u64, Error> {
+        self.files.extract(path, dest)
+    }
+}
+
+impl Files for ExtFiles {
+    fn list(&self, dir: &str) -> Result<Vec<Entry>, Error> {
+        ExtFiles::list(self, dir)
+    }
+
+    fn cat(&self, path: &str, out: &mut dyn Write) -> Result<u64, Error> {
+        self.copy_out(&self.ext_path(path)?, out)
+    }
+
+    fn extract(&self, path: &str, dest: &Path) -> Result<u64, Error> {
+        ExtFiles::extract(self, path, dest)
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        self.fs.exists(path).unwrap_or(false)
+    }
+
+    fn ext4(&self) -> Option<&Ext4> {
+        Some(&self.fs)
+    }
+}
+
+impl ExtFiles {
+    fn list(&self, dir: &str) -> Result<Vec<Entry>, Error> {
         let err = |e: Ext4Error| browse_error(&self.image, dir, &e);
         let path = self.ext_path(dir)?;
         let meta = self.fs.metadata(&path).map_err(err)?;
@@ -238,14 +320,6 @@ impl Browser {
         })
     }
 
-    /// Writes the contents of the file at `path` to `out`; returns the byte count.
-    ///
-    /// # Errors
-    /// A missing path, a directory, a read failure, or a write failure of `out`.
-    pub fn cat(&self, path: &str, out: &mut dyn Write) -> Result<u64, Error> {
-        self.copy_out(&self.ext_path(path)?, out)
-    }
-
     fn copy_out(&self, p: &ext4_view::PathBuf, out: &mut dyn Write) -> Result<u64, Error> {
         let path = p.display().to_string();
         let path = path.as_str();
@@ -268,13 +342,7 @@ impl Browser {
         }
     }
 
-    /// Copies `path` (a file, symlink or whole directory tree) out of the image to `dest`,
-    /// keeping permissions and modification times (and owners when run as root). Existing
-    /// files are never overwritten. Returns the number of entries written.
-    ///
-    /// # Errors
-    /// A missing path, an existing destination file, or a read or write failure.
-    pub fn extract(&self, path: &str, dest: &Path) -> Result<u64, Error> {
+    fn extract(&self, path: &str, dest: &Path) -> Result<u64, Error> {
         let p = self.ext_path(path)?;
         let meta = self
             .fs
@@ -337,24 +405,29 @@ impl Browser {
         }
         // Last, so that creating a directory's children does not move its time again.
         let t = meta.modified();
-        let when = rustix::fs::Timespec {
-            tv_sec: t.seconds(),
-            tv_nsec: i64::from(t.nanoseconds()),
-        };
-        let times = rustix::fs::Timestamps {
-            last_access: when,
-            last_modification: when,
-        };
-        rustix::fs::utimensat(
-            rustix::fs::CWD,
-            dest,
-            &times,
-            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| Error::Io(IoError::new(dest, "set the times of", None, e.into())))?;
+        set_mtime(dest, t.seconds(), t.nanoseconds())?;
         *count += 1;
         Ok(())
     }
+}
+
+/// Sets the access and modification times of `dest` (not following a symlink).
+fn set_mtime(dest: &Path, secs: i64, nanos: u32) -> Result<(), Error> {
+    let when = rustix::fs::Timespec {
+        tv_sec: secs,
+        tv_nsec: i64::from(nanos),
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: when,
+        last_modification: when,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        dest,
+        &times,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| Error::Io(IoError::new(dest, "set the times of", None, e.into())))
 }
 
 /// A directory entry with what extract needs to go on without looking it up again.

@@ -149,6 +149,114 @@ pub fn ext_scan(data: &[u8]) {
     }
 }
 
+/// A fuzz input seen as the start of a larger device that reads as zeros past the input: a
+/// real filesystem's metadata lies near the start of each AG, so a seed can be a few MiB cut
+/// from a much larger filesystem.
+struct ZeroExtended<'a> {
+    data: &'a [u8],
+    size: u64,
+}
+
+impl crate::source::ReadAt for ZeroExtended<'_> {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= self.size)
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        buf.fill(0);
+        let len = self.data.len() as u64;
+        if offset < len {
+            let n = (end.min(len) - offset) as usize;
+            buf[..n].copy_from_slice(&self.data[offset as usize..offset as usize + n]);
+        }
+        Ok(())
+    }
+}
+
+/// Checks that a scan's extents are ascending, disjoint and inside `total` blocks, and that
+/// `info` counts what they hold. Bounded: a hostile filesystem may describe millions of tiny
+/// extents.
+fn check_extents(scan: &dyn crate::fs::UsedBlocks, dev: &dyn crate::source::ReadAt, total: u64) {
+    let mut prev_end = 0;
+    let mut used = 0;
+    let mut complete = true;
+    for (i, e) in scan.extents(dev).enumerate() {
+        if i == 1 << 16 {
+            complete = false;
+            break;
+        }
+        let Ok(e) = e else {
+            complete = false;
+            break;
+        };
+        assert!(
+            e.len > 0 && e.start >= prev_end && e.end() <= total,
+            "bad extent {e:?}"
+        );
+        prev_end = e.end();
+        used += e.len;
+    }
+    if complete && let Ok(info) = scan.info(dev) {
+        assert_eq!(info.used_blocks, used, "info counts other extents");
+    }
+    let _ = scan.notes();
+}
+
+/// The XFS scanner over an arbitrary device (as it is, then zero-extended to 1 TiB):
+/// superblock, AGFs, the log head, every AG's free list and free-space btree. Extents must come
+/// out ascending and inside the filesystem.
+pub fn xfs_scan(data: &[u8]) {
+    use crate::fs::xfs::XfsFs;
+    let extended = ZeroExtended {
+        data,
+        size: 1 << 40,
+    };
+    let exact = ZeroExtended {
+        data,
+        size: data.len() as u64,
+    };
+    let devs: [&dyn crate::source::ReadAt; 2] = [&exact, &extended];
+    for dev in devs {
+        for verify_checksums in [true, false] {
+            let opts = ScanOptions {
+                verify_checksums,
+                ..ScanOptions::default()
+            };
+            let _ = crate::fs::xfs::identify(dev);
+            let Ok(fs) = XfsFs::open(dev, opts) else {
+                continue;
+            };
+            check_extents(&fs, dev, fs.blocks_count());
+        }
+    }
+}
+
+/// The FAT scanner over an arbitrary device (as it is, then zero-extended to 64 MiB, which
+/// bounds how much FAT a run reads): boot sector, dirty flags, the first FAT.
+pub fn fat_scan(data: &[u8]) {
+    use crate::fs::fat::FatFs;
+    let extended = ZeroExtended {
+        data,
+        size: 64 << 20,
+    };
+    let exact = ZeroExtended {
+        data,
+        size: data.len() as u64,
+    };
+    let devs: [&dyn crate::source::ReadAt; 2] = [&exact, &extended];
+    for dev in devs {
+        let _ = crate::fs::fat::identify(dev);
+        let Ok(fs) = FatFs::open(dev, ScanOptions::default()) else {
+            continue;
+        };
+        check_extents(&fs, dev, fs.geometry().total_sectors);
+    }
+}
+
 /// Partition tables read from an arbitrary disk (GPT and MBR, through the `gpt` and `mbrman`
 /// crates after rimage's own checks), then written onto a blank copy: neither may panic.
 pub fn table(data: &[u8]) {

@@ -26,7 +26,7 @@ fn check_case(name: &str) {
     let t = build(case(name));
     let image = save_small_chunks(&t.img, t.dir.path());
     let browser = Browser::open(&rimage::ImageSource::File(image.clone())).unwrap();
-    let from_image = common::tree::snapshot_ext4(browser.fs()).unwrap();
+    let from_image = common::tree::snapshot_ext4(browser.ext4().unwrap()).unwrap();
     let source = ext4_view::Ext4::load_from_path(&t.img).unwrap();
     let from_source = common::tree::snapshot_ext4(&source).unwrap();
     assert!(from_source.len() > 100);

@@ -43,6 +43,16 @@ fn ext_scan_corpus() {
 }
 
 #[test]
+fn xfs_scan_corpus() {
+    replay("xfs_scan", rimage::fuzzing::xfs_scan);
+}
+
+#[test]
+fn fat_scan_corpus() {
+    replay("fat_scan", rimage::fuzzing::fat_scan);
+}
+
+#[test]
 fn table_corpus() {
     replay("table", rimage::fuzzing::table);
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test, first installing what the tests use when it is missing (Debian/Ubuntu):
 # e2fsprogs (mke2fs -d, e2fsck, dumpe2fs, debugfs, resize2fs), util-linux (losetup, mount),
-# partclone, zstd, fdisk (sfdisk), dosfstools, mtools, nginx (HTTP image sources).
+# partclone, zstd, fdisk (sfdisk), xfsprogs, dosfstools, mtools, nginx (HTTP image sources).
 # Tests that need root or loop devices say so and skip that part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,7 @@ have losetup || need+=(util-linux)
 have partclone.ext4 || need+=(partclone)
 have zstd || need+=(zstd)
 have sfdisk || need+=(fdisk)
+have mkfs.xfs || need+=(xfsprogs)
 have mkfs.vfat || need+=(dosfstools)
 have mcopy || need+=(mtools)
 have blkid || need+=(util-linux)

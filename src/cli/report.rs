@@ -266,7 +266,12 @@ pub fn image_info(path: &Path, info: &rimage::ImageInfo, json: bool) -> Result<(
         }
     )?;
     if h.uuid.0 != [0; 16] {
-        writeln!(out, "  uuid         {}", h.uuid)?;
+        writeln!(
+            out,
+            "  {:<12} {}",
+            h.source_type.id_name(),
+            h.source_type.id_text(&h.uuid)
+        )?;
     }
     writeln!(
         out,
@@ -325,7 +330,7 @@ pub fn source_info(path: &Path, info: &rimage::SourceInfo, json: bool) -> Result
         )?;
         writeln!(
             out,
-            "  not an ext2/3/4 filesystem: a save images it raw, every non-zero {bs}-byte block"
+            "  no filesystem rimage scans (ext2/3/4, XFS, FAT): a save images it raw, every non-zero {bs}-byte block"
         )?;
         writeln!(
             out,
@@ -333,6 +338,9 @@ pub fn source_info(path: &Path, info: &rimage::SourceInfo, json: bool) -> Result
             fs.total_blocks,
             HumanBytes(info.device_bytes)
         )?;
+        for n in &info.notes {
+            writeln!(out, "  note         {n}")?;
+        }
         return Ok(());
     }
     writeln!(
@@ -351,8 +359,8 @@ pub fn source_info(path: &Path, info: &rimage::SourceInfo, json: bool) -> Result
             &fs.label
         }
     )?;
-    if let Some(u) = &fs.uuid {
-        writeln!(out, "  uuid         {u}")?;
+    if let Some(u) = fs.id_text() {
+        writeln!(out, "  {:<12} {u}", fs.fs_type.id_name())?;
     }
     writeln!(out, "  block size   {bs}")?;
     writeln!(
@@ -375,15 +383,19 @@ pub fn source_info(path: &Path, info: &rimage::SourceInfo, json: bool) -> Result
     if let Some(sb_used) = info.superblock_used_blocks.filter(|&u| u != fs.used_blocks) {
         writeln!(
             out,
-            "               (the superblock's free count says {sb_used}; it lags while mounted)"
+            "               (the filesystem's own free counts say {sb_used}; they lag while mounted)"
         )?;
     }
     let problems = fs.state.problems();
     let state = if problems.is_empty() {
         "clean".to_string()
     } else {
+        let repair = fs
+            .fs_type
+            .repair_command(path)
+            .map_or_else(String::new, |c| format!("; run {c}"));
         format!(
-            "not clean: the filesystem {} (unmount it; run e2fsck -f)",
+            "not clean: the filesystem {} (unmount it{repair})",
             problems.join(", ")
         )
     };

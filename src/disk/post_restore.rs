@@ -92,7 +92,7 @@ pub fn choose_root(m: &Manifest, src: &DiskSource, root: Option<u32>) -> Result<
         .collect();
     let has_fstab = |p: &Plan| {
         let image = src.image(p.image.as_deref().unwrap_or_default());
-        crate::Browser::open(&image).is_ok_and(|b| b.fs().exists("/etc/fstab").unwrap_or(false))
+        crate::Browser::open(&image).is_ok_and(|b| b.exists("/etc/fstab"))
     };
     match root {
         Some(n) => check_root(m, n),

@@ -11,12 +11,15 @@ pub mod ext;
 pub mod fat;
 pub mod raw;
 pub mod swap;
+pub mod xfs;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::source::ReadAt;
 use ext::ExtError;
+use fat::FatError;
+use xfs::XfsError;
 
 /// A run of blocks: `len` blocks from block `start`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -47,27 +50,80 @@ pub enum FsType {
     Swap,
     /// FAT12/16/32.
     Vfat,
+    /// XFS (v4 and v5).
+    Xfs,
     /// Nothing rimage parses: imaged block by block, zero blocks skipped.
     Raw,
 }
 
-/// The one code table: (type, image header code, name as `blkid` and the manifest spell it).
-/// Codes are stored in images: never reuse or renumber one.
-const TYPES: &[(FsType, Option<u8>, &str)] = &[
-    (FsType::Ext2, Some(1), "ext2"),
-    (FsType::Ext3, Some(2), "ext3"),
-    (FsType::Ext4, Some(3), "ext4"),
-    (FsType::Raw, Some(4), "raw"),
-    (FsType::Swap, None, "swap"),
-    (FsType::Vfat, None, "vfat"),
+/// How a type identifies a filesystem, and how the 16 bytes an image header keeps for it are
+/// read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IdForm {
+    /// A 128-bit UUID, shown 8-4-4-4-12.
+    Uuid,
+    /// A FAT volume id: the header keeps its 4 bytes (little-endian, as on disk) first, then
+    /// zeros; shown "XXXX-XXXX" as blkid shows it.
+    VolumeId,
+}
+
+/// Which reader browses the files of an image of a type (`ls`, `cat`, `extract`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileReader {
+    /// ext4-view.
+    Ext4View,
+    /// The fatfs crate.
+    FatFs,
+}
+
+/// One row of [`TYPES`].
+type Row = (FsType, Option<u8>, &'static str, IdForm, Option<FileReader>);
+
+/// The one code table: (type, image header code, name as `blkid` and the manifest spell it,
+/// identifier form, reader that browses its images). Codes are stored in images: never reuse or
+/// renumber one.
+#[rustfmt::skip]
+const TYPES: &[Row] = &[
+    (FsType::Ext2, Some(1), "ext2", IdForm::Uuid,     Some(FileReader::Ext4View)),
+    (FsType::Ext3, Some(2), "ext3", IdForm::Uuid,     Some(FileReader::Ext4View)),
+    (FsType::Ext4, Some(3), "ext4", IdForm::Uuid,     Some(FileReader::Ext4View)),
+    (FsType::Raw,  Some(4), "raw",  IdForm::Uuid,     None),
+    (FsType::Xfs,  Some(5), "xfs",  IdForm::Uuid,     None),
+    (FsType::Vfat, Some(6), "vfat", IdForm::VolumeId, Some(FileReader::FatFs)),
+    (FsType::Swap, None,    "swap", IdForm::Uuid,     None),
 ];
 
 impl FsType {
-    fn row(self) -> &'static (FsType, Option<u8>, &'static str) {
+    fn row(self) -> &'static Row {
         TYPES
             .iter()
             .find(|r| r.0 == self)
             .expect("every type has a row")
+    }
+
+    /// The identifier kept in `id` (an image header's UUID field), as blkid shows it for this
+    /// type: a UUID, or a FAT volume id "XXXX-XXXX".
+    pub fn id_text(self, id: &Uuid) -> String {
+        match self.row().3 {
+            IdForm::Uuid => id.to_string(),
+            IdForm::VolumeId => {
+                let v = u32::from_le_bytes([id.0[0], id.0[1], id.0[2], id.0[3]]);
+                format!("{:04X}-{:04X}", v >> 16, v & 0xFFFF)
+            }
+        }
+    }
+
+    /// The reader that browses images of this type, if any.
+    pub fn file_reader(self) -> Option<FileReader> {
+        self.row().4
+    }
+
+    /// What this type's identifier is called: "uuid" or "volume id".
+    pub fn id_name(self) -> &'static str {
+        match self.row().3 {
+            IdForm::Uuid => "uuid",
+            IdForm::VolumeId => "volume id",
+        }
     }
 
     /// Lower-case name as `blkid` prints it ("raw" for anything else).
@@ -100,7 +156,7 @@ impl FsType {
 
     /// Whether files inside it can be read (browsed, mounted for a post-restore command).
     pub fn has_files(self) -> bool {
-        self.is_ext() || self == Self::Vfat
+        self.is_ext() || matches!(self, Self::Vfat | Self::Xfs)
     }
 
     /// The command that checks and repairs a filesystem of this type on `device`.
@@ -109,6 +165,7 @@ impl FsType {
         match self {
             Self::Ext2 | Self::Ext3 | Self::Ext4 => Some(format!("e2fsck -f {d}")),
             Self::Vfat => Some(format!("fsck.fat -a {d}")),
+            Self::Xfs => Some(format!("xfs_repair {d}")),
             Self::Swap | Self::Raw => None,
         }
     }
@@ -169,13 +226,14 @@ impl FsState {
 }
 
 /// Identity and size of a source, as a save would record it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FsInfo {
     /// Filesystem type.
     pub fs_type: FsType,
     /// Volume label (empty when none).
     pub label: String,
-    /// Filesystem UUID (none for raw sources).
+    /// Filesystem UUID, or FAT volume id in the first 4 bytes (none for raw sources): see
+    /// [`FsType::id_text`].
     pub uuid: Option<Uuid>,
     /// Block size in bytes.
     pub block_size: u32,
@@ -185,6 +243,39 @@ pub struct FsInfo {
     pub used_blocks: u64,
     /// State flags (all clear for raw).
     pub state: FsState,
+}
+
+impl FsInfo {
+    /// The identifier as blkid shows it for this type.
+    pub fn id_text(&self) -> Option<String> {
+        self.uuid.as_ref().map(|u| self.fs_type.id_text(u))
+    }
+}
+
+impl Serialize for FsInfo {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        /// The fields, with the identifier spelled as this type spells it.
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            fs_type: FsType,
+            label: &'a str,
+            uuid: Option<String>,
+            block_size: u32,
+            total_blocks: u64,
+            used_blocks: u64,
+            state: FsState,
+        }
+        Shown {
+            fs_type: self.fs_type,
+            label: &self.label,
+            uuid: self.id_text(),
+            block_size: self.block_size,
+            total_blocks: self.total_blocks,
+            used_blocks: self.used_blocks,
+            state: self.state,
+        }
+        .serialize(s)
+    }
 }
 
 /// A filesystem UUID, shown and serialised the usual 8-4-4-4-12 way.
@@ -322,12 +413,23 @@ pub enum ScanError {
     /// An ext2/3/4 filesystem.
     #[error(transparent)]
     Ext(#[from] ExtError),
+    /// An XFS filesystem.
+    #[error(transparent)]
+    Xfs(#[from] XfsError),
+    /// A FAT filesystem.
+    #[error(transparent)]
+    Fat(#[from] FatError),
 }
 
 impl ScanError {
     /// Whether reading the device failed (as opposed to what was read making no sense).
     pub fn is_io(&self) -> bool {
-        matches!(self, Self::Ext(ExtError::Io { .. }))
+        matches!(
+            self,
+            Self::Ext(ExtError::Io { .. })
+                | Self::Xfs(XfsError::Io { .. })
+                | Self::Fat(FatError::Io { .. })
+        )
     }
 }
 
@@ -379,7 +481,7 @@ pub struct Family {
 }
 
 /// Every family rimage knows, tried in order; raw when none recognises the source.
-pub const FAMILIES: &[Family] = &[ext::FAMILY, swap::FAMILY, fat::FAMILY];
+pub const FAMILIES: &[Family] = &[ext::FAMILY, xfs::FAMILY, swap::FAMILY, fat::FAMILY];
 
 /// Decides how to read `dev`: the first family whose scanner recognises it, raw when none does.
 ///
@@ -419,7 +521,7 @@ mod tests {
 
     #[test]
     fn every_type_has_one_name_and_at_most_one_code() {
-        for (t, code, name) in TYPES {
+        for (t, code, name, _, _) in TYPES {
             assert_eq!(FsType::from_name(name), Some(*t));
             if let Some(c) = code {
                 assert_eq!(FsType::from_code(*c), Some(*t));
@@ -428,5 +530,20 @@ mod tests {
         }
         assert_eq!(FsType::from_name("unknown"), Some(FsType::Raw));
         assert_eq!(FsType::from_code(0), None);
+    }
+
+    #[test]
+    fn identifiers_are_spelled_per_type() {
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&0x1234_ABCDu32.to_le_bytes());
+        assert_eq!(FsType::Vfat.id_text(&Uuid(id)), "1234-ABCD");
+        assert_eq!(FsType::Vfat.id_name(), "volume id");
+        let u: Uuid = "0b1c2d3e-4f50-4162-8374-95a6b7c8d9ea".parse().unwrap();
+        assert_eq!(
+            FsType::Xfs.id_text(&u),
+            "0b1c2d3e-4f50-4162-8374-95a6b7c8d9ea"
+        );
+        assert_eq!(FsType::from_code(5), Some(FsType::Xfs));
+        assert_eq!(FsType::from_code(6), Some(FsType::Vfat));
     }
 }

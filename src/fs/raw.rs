@@ -9,15 +9,29 @@ use crate::source::ReadAt;
 pub const RAW_BLOCK_SIZE: u32 = 4096;
 
 /// A raw source of a given size.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct RawLayout {
     size: u64,
+    /// Why a filesystem that was recognised is imaged raw, when it is.
+    notes: Vec<String>,
 }
 
 impl RawLayout {
     /// A raw layout over `size` bytes.
     pub fn new(size: u64) -> Self {
-        Self { size }
+        Self {
+            size,
+            notes: Vec::new(),
+        }
+    }
+
+    /// A raw layout over `size` bytes of a filesystem rimage recognises but cannot vouch
+    /// for; `note` says why.
+    pub fn with_note(size: u64, note: String) -> Self {
+        Self {
+            size,
+            notes: vec![note],
+        }
     }
 
     /// Block size in bytes.
@@ -69,5 +83,9 @@ impl UsedBlocks for RawLayout {
 
     fn extents<'a>(&'a self, _dev: &'a dyn ReadAt) -> ExtentIter<'a> {
         Box::new(RawLayout::extents(self).map(Ok))
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
     }
 }

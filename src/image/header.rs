@@ -91,10 +91,9 @@ pub enum Unstored {
 }
 
 /// The decoded header.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
     /// Format version.
-    #[serde(skip)]
     pub version: Version,
     /// Source type.
     pub source_type: FsType,
@@ -112,7 +111,8 @@ pub struct Header {
     pub used_blocks: u64,
     /// Source size in bytes.
     pub source_size: u64,
-    /// Filesystem UUID (all zeros when none).
+    /// Filesystem UUID, or a FAT volume id in the first 4 bytes (all zeros when none): see
+    /// [`FsType::id_text`].
     pub uuid: Uuid,
     /// Label.
     pub label: String,
@@ -124,6 +124,46 @@ pub struct Header {
     pub flags: u32,
     /// Writer name and version.
     pub writer: String,
+}
+
+impl serde::Serialize for Header {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        /// The fields, with the identifier spelled as the source type spells it.
+        #[derive(serde::Serialize)]
+        struct Shown<'a> {
+            source_type: FsType,
+            compression: Compression,
+            unstored: Unstored,
+            block_size: u32,
+            chunk_target: u32,
+            total_blocks: u64,
+            used_blocks: u64,
+            source_size: u64,
+            uuid: String,
+            label: &'a str,
+            created: i64,
+            level: i32,
+            flags: u32,
+            writer: &'a str,
+        }
+        Shown {
+            source_type: self.source_type,
+            compression: self.compression,
+            unstored: self.unstored,
+            block_size: self.block_size,
+            chunk_target: self.chunk_target,
+            total_blocks: self.total_blocks,
+            used_blocks: self.used_blocks,
+            source_size: self.source_size,
+            uuid: self.source_type.id_text(&self.uuid),
+            label: &self.label,
+            created: self.created,
+            level: self.level,
+            flags: self.flags,
+            writer: &self.writer,
+        }
+        .serialize(s)
+    }
 }
 
 fn text(raw: &[u8]) -> Result<String, FormatError> {
@@ -254,7 +294,7 @@ impl Header {
     pub fn identity(&self) -> Identity {
         Identity {
             kind: self.source_type,
-            uuid: (self.uuid != Uuid::default()).then(|| self.uuid.to_string()),
+            uuid: (self.uuid != Uuid::default()).then(|| self.source_type.id_text(&self.uuid)),
             label: (!self.label.is_empty()).then(|| self.label.clone()),
             page_size: None,
             block_size: (self.source_type != FsType::Raw).then_some(self.block_size),
