@@ -41,6 +41,20 @@ pub struct ImageBlocks {
 }
 
 impl ImageBlocks {
+    /// A reader of a random-access image.
+    fn new(image: Image, path: &Path) -> Result<Self, Error> {
+        let mut reader = ImageBlocks {
+            image,
+            cache: lru::LruCache::new(NonZeroUsize::new(CACHE_CHUNKS).expect("non-zero")),
+            dctx: zstd::bulk::Decompressor::new()
+                .map_err(|e| IoError::new(path, "create a zstd context for", None, e))?,
+            decoded: Rc::new(Cell::new(0)),
+            patch: None,
+        };
+        reader.patch = small_inode_patch(&mut reader);
+        Ok(reader)
+    }
+
     /// The chunk `i`, decompressed and checked (from the cache when it is there).
     fn chunk(&mut self, i: usize) -> Result<Rc<Decoded>, Error> {
         if let Some(d) = self.cache.get(&i) {
@@ -166,6 +180,46 @@ impl ImageBlocks {
     }
 }
 
+/// The source's bytes out of an image file, as a [`ReadAt`]: what the filesystem scanners read
+/// (blocks the image does not store read as zeros, as they would after a restore that zeroes
+/// free space).
+pub(crate) struct ImageReadAt {
+    blocks: std::cell::RefCell<ImageBlocks>,
+    size: u64,
+}
+
+impl ImageReadAt {
+    /// Opens the image file at `path` (its header, index and trailer checked; each chunk is
+    /// checked as it is read).
+    ///
+    /// # Errors
+    /// An unreadable or corrupt image.
+    pub(crate) fn open(path: &Path) -> Result<Self, Error> {
+        let image = Image::open(&ImageSource::File(path.to_path_buf()))?;
+        let size = image.header().source_size;
+        let mut blocks = ImageBlocks::new(image, path)?;
+        // The scanners must see the superblock as it is.
+        blocks.patch = None;
+        Ok(Self {
+            blocks: std::cell::RefCell::new(blocks),
+            size,
+        })
+    }
+}
+
+impl crate::source::ReadAt for ImageReadAt {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.blocks
+            .borrow_mut()
+            .read_image(offset, buf)
+            .map_err(std::io::Error::other)
+    }
+}
+
 /// ext4-view refuses 128-byte inodes on a filesystem with metadata checksums ("inode 2 is
 /// truncated"), which e2fsprogs and the kernel read (the checksum's high half is simply
 /// absent). The chunks the image is read from carry their own checksums, so for such a
@@ -262,16 +316,8 @@ impl Browser {
                 ),
             ));
         }
-        let decoded = Rc::new(Cell::new(0));
-        let mut reader = ImageBlocks {
-            image,
-            cache: lru::LruCache::new(NonZeroUsize::new(CACHE_CHUNKS).expect("non-zero")),
-            dctx: zstd::bulk::Decompressor::new()
-                .map_err(|e| IoError::new(path, "create a zstd context for", None, e))?,
-            decoded: Rc::clone(&decoded),
-            patch: None,
-        };
-        reader.patch = small_inode_patch(&mut reader);
+        let reader = ImageBlocks::new(image, path)?;
+        let decoded = Rc::clone(&reader.decoded);
         let fs = Ext4::load(Box::new(reader)).map_err(|e| browse_error(path, "/", &e))?;
         Ok(Self {
             image: path.to_path_buf(),

@@ -181,12 +181,61 @@ pub fn save_device(
     let notes = scan.notes();
     let flags = check_state(source, &info, opts.force, progress)?;
     let header = make_header(&info, dev, opts, flags);
+    let job = ImageJob {
+        src: dev,
+        name: source,
+        scan: scan.as_ref(),
+        header,
+        notes,
+    };
+    write_image(job, dest, opts, progress, |_| Ok(()))
+}
 
+/// What [`write_image`] turns into an image: where the blocks are read, which are used, and
+/// the header. A device scanned by `fs::probe` is one; an imported image is another (its blocks
+/// arrive as a stream, its used set from the imported bitmap).
+pub(crate) struct ImageJob<'a> {
+    /// Where blocks are read by position (ascending, for a stream).
+    pub src: &'a dyn ReadAt,
+    /// The source's name in messages and the report.
+    pub name: &'a Path,
+    /// The used blocks.
+    pub scan: &'a dyn UsedBlocks,
+    /// The image header.
+    pub header: Header,
+    /// Notes for the report.
+    pub notes: Vec<String>,
+}
+
+/// Reads the used blocks of `job` into an image at `dest`. `before_commit` runs once every
+/// chunk is written and the image is complete (with the temporary file's path, for a file
+/// destination), before it appears under its name: an error there leaves nothing behind.
+///
+/// # Errors
+/// As [`save`], and whatever `before_commit` returns.
+pub(crate) fn write_image(
+    job: ImageJob<'_>,
+    dest: &Destination,
+    opts: &SaveOptions,
+    progress: &dyn Progress,
+    before_commit: impl FnOnce(Option<&Path>) -> Result<(), Error>,
+) -> Result<SaveReport, Error> {
+    let ImageJob {
+        src,
+        name: source,
+        scan,
+        header,
+        notes,
+    } = job;
     let (summary, image) = match dest {
         Destination::File(path) => (
-            write_file(path, &header, opts.overwrite, |w| {
-                pipeline(dev, scan.as_ref(), &header, opts, w, path, progress)
-            })?,
+            write_file(
+                path,
+                &header,
+                opts.overwrite,
+                |w| pipeline(src, source, scan, &header, opts, w, path, progress),
+                before_commit,
+            )?,
             path.display().to_string(),
         ),
         Destination::Stdout => {
@@ -195,7 +244,8 @@ pub fn save_device(
                 BufWriter::with_capacity(1 << 20, stdio_file(rustix::stdio::stdout(), stdout)?);
             let w = ImageWriter::new(out, &header)
                 .map_err(|e| IoError::new(stdout, "write", Some(0), e))?;
-            let (_, summary) = pipeline(dev, scan.as_ref(), &header, opts, w, stdout, progress)?;
+            let (_, summary) = pipeline(src, source, scan, &header, opts, w, stdout, progress)?;
+            before_commit(None)?;
             (summary, "-".to_string())
         }
     };
@@ -290,6 +340,7 @@ fn write_file(
     body: impl FnOnce(
         ImageWriter<BufWriter<StreamedFile<'_>>>,
     ) -> Result<(BufWriter<StreamedFile<'_>>, WriteSummary), Error>,
+    before_commit: impl FnOnce(Option<&Path>) -> Result<(), Error>,
 ) -> Result<WriteSummary, Error> {
     let out = AtomicFile::create(path, overwrite)?;
     let tmp_path = out.temp_path().to_path_buf();
@@ -310,6 +361,7 @@ fn write_file(
             .map_err(|e| IoError::new(&tmp_path, "write", None, e.into_error()))?;
         summary
     };
+    before_commit(Some(&tmp_path))?;
     out.commit()?;
     Ok(summary)
 }
@@ -646,8 +698,10 @@ fn compress(raw: &RawChunk, level: i32, payloads: &BufferPool) -> Result<Encoded
 }
 
 /// Reads, compresses in parallel, writes in order.
+#[allow(clippy::too_many_arguments)] // the stages' inputs, named once here
 fn pipeline<W: Write + Send>(
-    dev: &Device,
+    src: &dyn ReadAt,
+    name: &Path,
     scan: &dyn UsedBlocks,
     header: &Header,
     opts: &SaveOptions,
@@ -661,10 +715,10 @@ fn pipeline<W: Write + Send>(
     let payloads = Arc::new(BufferPool::default());
     let bs = u64::from(header.block_size);
     let mut chunker = Chunker {
-        src: dev,
-        name: dev.path(),
+        src,
+        name,
         pieces: Pieces {
-            extents: scan.extents(dev),
+            extents: scan.extents(src),
             zeros: scan.zero_extents(),
             pending: None,
         },
