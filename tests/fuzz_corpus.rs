@@ -51,3 +51,8 @@ fn table_corpus() {
 fn manifest_corpus() {
     replay("manifest", rimage::fuzzing::manifest);
 }
+
+#[test]
+fn partclone_corpus() {
+    replay("partclone", rimage::fuzzing::partclone);
+}
