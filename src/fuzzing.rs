@@ -178,7 +178,10 @@ pub fn partclone(data: &[u8]) {
     use crate::import::partclone;
     for input in [data.to_vec(), partclone::repair(data)] {
         if let Ok((read, used)) = partclone::decode_all(&input) {
-            assert_eq!(read, used, "a decoded image gave other blocks than its bitmap's");
+            assert_eq!(
+                read, used,
+                "a decoded image gave other blocks than its bitmap's"
+            );
         }
     }
 }

@@ -2,6 +2,7 @@
 //! loop mount, dumpe2fs and e2fsck as oracles, and file-tree comparison.
 #![allow(dead_code)]
 
+pub mod partclone;
 pub mod tree;
 
 use std::fs::{File, OpenOptions};
