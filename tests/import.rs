@@ -417,6 +417,40 @@ fn hand_built_v1_xxh64_xxh128_byte_bitmaps_and_odd_headers() {
     }
 }
 
+#[test]
+fn a_bitmap_missing_blocks_the_ext_scanner_needs_is_reported() {
+    if let Some(m) = missing(&["partclone.ext2", "mke2fs"]) {
+        return skip(&m);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (src, mut used, bs) = hand_source(d);
+    let gone: Vec<usize> = (0..used.len())
+        .filter(|&b| used[b])
+        .skip(300)
+        .take(3)
+        .collect();
+    for &b in &gone {
+        used[b] = false;
+    }
+    let input = d.join("missing.pc");
+    std::fs::write(
+        &input,
+        common::partclone::write(&Spec::v2(Sum::Crc32, 8, true, Map::Bit), &src, &used, bs),
+    )
+    .unwrap();
+    let r = import(&input, &d.join("missing.rimg")).unwrap();
+    let want = format!(
+        "3 blocks that rimage's ext scanner would copy are not in the partclone image (the first is block {})",
+        gone[0]
+    );
+    assert!(
+        r.save.notes.iter().any(|n| n.contains(&want)),
+        "{:?}",
+        r.save.notes
+    );
+}
+
 /// Where a hand-built image's parts are: (data start, bytes per group of `bpc` blocks).
 fn corrupt_and_import(d: &Path, name: &str, bytes: &[u8]) -> ImportError {
     let input = d.join(format!("{name}.pc"));
