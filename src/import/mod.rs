@@ -22,7 +22,6 @@ pub use partclone::ImportError;
 
 use crate::Error;
 use crate::error::IoError;
-use crate::fs::raw::RawLayout;
 use crate::fs::{
     CrossCheck, Extent, ExtentIter, FsInfo, FsState, FsType, Identity, ScanError, ScanOptions,
     UsedBlocks,
@@ -394,8 +393,6 @@ fn from_raw<R: Read>(
         raw: true,
         ..opts.clone()
     };
-    let layout = RawLayout::new(dev.size_bytes());
-    let _ = layout;
     let mut report = crate::save::save_device(
         &dev,
         &Destination::File(dest.to_path_buf()),
