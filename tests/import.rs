@@ -651,7 +651,23 @@ fn blkid(dev: &Path) -> String {
 }
 
 #[test]
-fn a_real_clonezilla_savedisk_directory_restores_with_restore_disk() {
+fn a_real_clonezilla_gpt_disk_restores_with_restore_disk() {
+    clonezilla_roundtrip(
+        "label: gpt\nsize=16MiB, type=U, name=\"efi\"\nsize=96MiB, type=L, name=\"root\"\nsize=8MiB, type=S, name=\"swap\"\ntype=L, name=\"data\"\n",
+    );
+}
+
+#[test]
+fn a_real_clonezilla_mbr_disk_restores_with_restore_disk() {
+    clonezilla_roundtrip(
+        "label: dos\nsize=16MiB, type=c, bootable\nsize=96MiB, type=83\nsize=8MiB, type=82\ntype=83\n",
+    );
+}
+
+/// A 160 MiB disk laid out by `layout`: 1 vfat, 2 ext4 root, 3 swap, 4 ext2 data (mounted
+/// during the save, so Clonezilla skips it), saved by ocs-sr, imported, restored by
+/// restore-disk onto a pattern-filled disk and compared.
+fn clonezilla_roundtrip(layout: &str) {
     if let Some(m) = missing(&[
         "ocs-sr",
         "partclone.ext4",
@@ -672,14 +688,11 @@ fn a_real_clonezilla_savedisk_directory_restores_with_restore_disk() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // A 160 MiB GPT disk: EFI (vfat), root (ext4), swap, data (ext2, mounted during the save,
-    // so Clonezilla skips it).
     let disk = d.join("disk.img");
     std::fs::File::create(&disk)
         .unwrap()
         .set_len(160 << 20)
         .unwrap();
-    let layout = "label: gpt\nsize=16MiB, type=U, name=\"efi\"\nsize=96MiB, type=L, name=\"root\"\nsize=8MiB, type=S, name=\"swap\"\ntype=L, name=\"data\"\n";
     let mut sf = Command::new("sfdisk")
         .arg("-q")
         .arg(&disk)
@@ -706,7 +719,11 @@ fn a_real_clonezilla_savedisk_directory_restores_with_restore_disk() {
     run(Command::new("mke2fs")
         .args(["-q", "-F", "-t", "ext2", "-L", "czdata"])
         .arg(src.part(4)));
-    let name = format!("rimage-test-{}", std::process::id());
+    // ocs-sr keeps state in fixed places: one at a time.
+    static OCS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = OCS.lock().unwrap_or_else(|e| e.into_inner());
+    let kind = if layout.contains("gpt") { "gpt" } else { "dos" };
+    let name = format!("rimage-test-{}-{kind}", std::process::id());
     let cz = Path::new("/home/partimag").join(&name);
     struct Cleanup(PathBuf);
     impl Drop for Cleanup {
