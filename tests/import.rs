@@ -94,6 +94,15 @@ fn assert_ext_restored(source: &Path, restored: &Path) {
     common::tree::assert_same_tree(source, restored).expect("an oracle to compare trees");
 }
 
+/// A real partclone case: source, filesystem, partclone options, (compressor, suffix), split.
+type Case<'a> = (
+    &'a Path,
+    &'a str,
+    &'a [&'a str],
+    Option<(&'a str, &'a str)>,
+    bool,
+);
+
 #[test]
 fn real_partclone_ext_images_in_every_compression() {
     if let Some(m) = missing(&[
@@ -114,7 +123,7 @@ fn real_partclone_ext_images_in_every_compression() {
     let ext4 = ext_source(d, "ext4", 24, &["-t", "ext4"]);
     let ext2 = ext_source(d, "ext2", 24, &["-t", "ext2", "-b", "4096"]);
     // (source, fs, partclone options, compression, split)
-    let cases: &[(&Path, &str, &[&str], Option<(&str, &str)>, bool)] = &[
+    let cases: &[Case] = &[
         (&ext4, "ext4", &["-a0"], Some(("gzip", "gz")), false),
         (
             &ext4,

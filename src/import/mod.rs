@@ -188,13 +188,15 @@ fn from_partclone<R: Read>(
     let src =
         StreamSource::new(BlockStream::new(r, desc.clone(), Arc::clone(&bitmap))).map_err(&err)?;
     let identity = crate::fs::identify(&src.head_view());
-    let source_type = if is_ext_field(&desc.fs) && identity.kind.is_ext() {
+    // An ext image's blocks must be the filesystem's own, or browsing would misread it.
+    let ext_matches = identity.kind.is_ext() && identity.block_size == Some(desc.block_size);
+    let source_type = if is_ext_field(&desc.fs) && ext_matches {
         identity.kind
     } else {
         if is_ext_field(&desc.fs) {
             notes.push(format!(
-                "partclone calls it {} but rimage finds no ext superblock: imported raw",
-                desc.fs
+                "partclone calls it {} but rimage finds no ext superblock with its {}-byte blocks: imported raw",
+                desc.fs, desc.block_size
             ));
         }
         FsType::Raw
