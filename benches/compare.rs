@@ -551,6 +551,28 @@ fn main() {
         "the restored target does not pass e2fsck"
     );
 
+    // Bringing a Clonezilla-style image (partclone | zstd) along: import it, then restore the
+    // result, against partclone.restore of the same image (measured above).
+    eprintln!("import + restore:");
+    for cache in [true, false] {
+        cx.measure(
+            "rimage import + restore",
+            &format!(
+                "{r} import -q --overwrite {} {} && {r} restore -q {} {t}",
+                d("p3.zst"),
+                d("imported.rimg"),
+                d("imported.rimg")
+            ),
+            cache,
+            None,
+            none,
+        );
+    }
+    assert!(
+        sh(&format!("e2fsck -fn {t} >/dev/null 2>&1")),
+        "the target restored from the imported image does not pass e2fsck"
+    );
+
     eprintln!("verify:");
     for cache in [true, false] {
         cx.measure(
@@ -848,6 +870,14 @@ fn report(cx: &Ctx, root: &Path, used: u64, size: u64, cores: usize, scaling: &[
         restore,
         "≥ 2.5×",
         restore >= 2.5,
+    );
+    let import = m("zstd -dc | partclone.restore", cache).median.wall
+        / m("rimage import + restore", cache).median.wall;
+    add(
+        format!("import + restore speed vs zstd -dc|partclone.restore of the same image ({cache})"),
+        import,
+        "-",
+        true,
     );
     let verify =
         m("zstd -dc | partclone.chkimg", cache).median.wall / m("rimage verify", cache).median.wall;

@@ -135,3 +135,68 @@ cp "$c/fat_scan/fat16" "$work/dirty"
 printf '\001' | dd of="$work/dirty" bs=1 seek=37 conv=notrunc status=none
 cp "$work/dirty" "$c/fat_scan/fat16-dirty"
 ls -l "$c/xfs_scan" "$c/fat_scan"
+# partclone images: real ones of tiny filesystems (no checksums; CRC32 every 3 blocks), and
+# hand-built ones from the documented layout for what this partclone cannot write (format
+# 0001, XXH64/XXH128 with their checksums left zero: the fuzz entry's repair pass fills them).
+mkdir -p "$c/partclone"
+if command -v partclone.extfs >/dev/null && command -v mkfs.vfat >/dev/null; then
+  rm -f "$work/e2.img"; truncate -s 128K "$work/e2.img"
+  mke2fs -q -F -N 16 -t ext2 -d "$work/tree" "$work/e2.img"
+  partclone.extfs -q -c -a0 -s "$work/e2.img" -O "$c/partclone/ext2-a0" >/dev/null 2>&1
+  rm -f "$work/fat.img"; truncate -s 256K "$work/fat.img"; mkfs.vfat -s 1 "$work/fat.img" >/dev/null
+  MTOOLS_SKIP_CHECK=1 mcopy -i "$work/fat.img" "$work/tree/a" ::/a
+  partclone.fat -q -c -a1 -k 3 -s "$work/fat.img" -O "$c/partclone/fat-crc-k3" >/dev/null 2>&1
+fi
+python3 - "$c/partclone" <<'PY'
+import struct, sys, zlib
+out = sys.argv[1]
+TABLE = []
+for i in range(256):
+    c = i
+    for _ in range(8):
+        c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+    TABLE.append(c)
+def crc_v1(reg, block):
+    for _ in range(len(block)):
+        reg = (reg >> 8) ^ TABLE[(reg ^ block[0]) & 0xFF]
+    return reg
+def pc_crc(data):  # partclone's CRC32: register from 0xFFFFFFFF, no final inversion
+    return (~zlib.crc32(data)) & 0xFFFFFFFF
+bs, total = 512, 12
+used = [0, 1, 2, 5, 6, 11]
+blocks = {b: bytes([(b * 7 + i) & 0xFF for i in range(bs)]) for b in used}
+# Format 0001: byte bitmap, BiTmAgIc, each block then its 0001 CRC (never reset).
+head = b"partclone-image" + b"EXTFS".ljust(15, b"\0") + b"0001" + b"\0\0"
+head += struct.pack("<iQQQ", bs, bs * total, total, len(used)) + bytes(4096)
+body = bytes(1 if b in used else 0 for b in range(total)) + b"BiTmAgIc"
+reg = 0xFFFFFFFF
+for b in used:
+    reg = crc_v1(reg, blocks[b])
+    body += blocks[b] + struct.pack("<I", reg)
+open(f"{out}/v1", "wb").write(head + body)
+def v2(name, mode, size, bpc, reseed, bitmap_mode):
+    h = b"partclone-image\0" + b"0.3.23".ljust(14, b"\0") + b"0002" + struct.pack("<H", 0xC0DE)
+    h += b"FAT".ljust(16, b"\0") + struct.pack("<QQQQI", bs * total, total, len(used), len(used), bs)
+    h += struct.pack("<IHHHHIBB", 18, 2, 64, mode, size, bpc, reseed, bitmap_mode)
+    h += struct.pack("<I", pc_crc(h))
+    if bitmap_mode == 1:
+        bits = bytearray((total + 7) // 8)
+        for b in used:
+            bits[b // 8] |= 1 << (b % 8)
+        body = bytes(bits) + struct.pack("<I", pc_crc(bytes(bits)))
+        order = used
+    elif bitmap_mode == 8:
+        body = bytes(1 if b in used else 0 for b in range(total)) + b"BiTmAgIc"
+        order = used
+    else:
+        body, order = b"", range(total)
+    for i, b in enumerate(order):
+        body += blocks.get(b, bytes(bs))
+        if bpc and ((i + 1) % bpc == 0 or i + 1 == len(order)):
+            body += bytes(size)
+    open(f"{out}/{name}", "wb").write(h + body)
+v2("xxh64-byte-k2", 0x30, 8, 2, 1, 8)
+v2("xxh128-bit-k4-noreseed", 0x31, 16, 4, 0, 1)
+v2("none-nobitmap", 0x00, 0, 0, 1, 0)
+PY
+ls -l "$c/partclone"

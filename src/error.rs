@@ -11,6 +11,7 @@ use crate::disk::table::TableError;
 use crate::fs::ScanError;
 use crate::image::FormatError;
 use crate::image::stream::StreamError;
+use crate::import::ImportError;
 
 /// An I/O failure that names the file or device and, where there is one, the byte offset.
 #[derive(Debug, Error)]
@@ -97,6 +98,15 @@ pub enum Error {
         /// What is wrong.
         #[source]
         source: ManifestError,
+    },
+    /// An image made by another imager (partclone) is corrupt or not understood.
+    #[error("{}", path.display())]
+    Import {
+        /// The imported file.
+        path: PathBuf,
+        /// What is wrong, with the byte offset or block.
+        #[source]
+        source: ImportError,
     },
     /// The operation was refused before anything was written; the message says why and what to do.
     #[error("{}: {reason}", path.display())]
@@ -252,6 +262,10 @@ impl Error {
     pub fn is_corrupt_image(&self) -> bool {
         match self {
             Self::Image { source, .. } => *source != FormatError::NotAnImage,
+            Self::Import { source, .. } => !matches!(
+                source,
+                ImportError::NotPartclone | ImportError::Io { .. } | ImportError::Backwards { .. }
+            ),
             Self::Incomplete { source, .. } | Self::DiskIncomplete { source, .. } => {
                 source.is_corrupt_image()
             }
@@ -308,6 +322,7 @@ impl Error {
             Self::Image { .. } => "image",
             Self::Table { .. } => "partition-table",
             Self::Manifest { .. } => "manifest",
+            Self::Import { .. } => "import",
             Self::Refused { .. } => "refused",
             Self::Failed { .. } => "failed",
             Self::Browse { .. } => "browse",
@@ -327,6 +342,7 @@ impl Error {
             | Self::Image { path, .. }
             | Self::Table { path, .. }
             | Self::Manifest { path, .. }
+            | Self::Import { path, .. }
             | Self::Refused { path, .. }
             | Self::Failed { path, .. } => Some(path),
             Self::Browse { image, .. } => Some(image),

@@ -20,6 +20,7 @@ pub mod fs;
 pub mod fuzzing;
 pub(crate) mod guard;
 pub mod image;
+pub mod import;
 pub mod info;
 pub mod interrupt;
 pub(crate) mod pool;

@@ -140,18 +140,39 @@ pub fn save_device(
     progress: &dyn Progress,
 ) -> Result<SaveReport, Error> {
     let prepared = prepare(dev, opts, progress)?;
+    write_image(&prepared, dest, opts, progress, |_| Ok(()))
+}
+
+/// Writes the image of `prepared` to `dest`. `before_commit` runs once every chunk is written
+/// and the image is complete (with the temporary file's path, for a file destination), before
+/// it appears under its name: an error there leaves nothing behind.
+///
+/// # Errors
+/// As [`save`], and whatever `before_commit` returns.
+pub(crate) fn write_image(
+    prepared: &Prepared<'_>,
+    dest: &Destination,
+    opts: &SaveOptions,
+    progress: &dyn Progress,
+    before_commit: impl FnOnce(Option<&Path>) -> Result<(), Error>,
+) -> Result<SaveReport, Error> {
     match dest {
         Destination::File(path) => {
-            let summary = write_file(path, &prepared.header, opts.overwrite, |w| {
-                pipeline(&prepared, opts, w, path, progress)
-            })?;
+            let summary = write_file(
+                path,
+                &prepared.header,
+                opts.overwrite,
+                |w| pipeline(prepared, opts, w, path, progress),
+                before_commit,
+            )?;
             Ok(prepared.report(summary, path.display().to_string()))
         }
         Destination::Stdout => {
             let stdout = Path::new("<stdout>");
             let out =
                 BufWriter::with_capacity(1 << 20, stdio_file(rustix::stdio::stdout(), stdout)?);
-            let (_, report) = save_prepared_to(&prepared, out, stdout, opts, progress)?;
+            let (_, report) = save_prepared_to(prepared, out, stdout, opts, progress)?;
+            before_commit(None)?;
             Ok(report)
         }
     }
@@ -159,9 +180,15 @@ pub fn save_device(
 
 /// A source scanned and checked, with the header its image will have: what a save knows
 /// before it writes anything (a disk stream puts every image's size in its manifest first).
+/// A device scanned by `fs::probe` is one; an imported partclone image is another (its blocks
+/// arrive as a stream, its used set from the imported bitmap).
 pub struct Prepared<'a> {
-    dev: &'a Device,
-    scan: Box<dyn UsedBlocks>,
+    /// Where blocks are read by position (ascending, for a stream).
+    pub(crate) src: &'a dyn ReadAt,
+    /// The source's name in messages and the report.
+    pub(crate) name: &'a Path,
+    /// The used blocks.
+    pub(crate) scan: Box<dyn UsedBlocks + 'a>,
     /// The image header.
     pub header: Header,
     /// What the scan noted.
@@ -172,7 +199,7 @@ impl Prepared<'_> {
     fn report(&self, summary: WriteSummary, image: String) -> SaveReport {
         let bs = u64::from(self.header.block_size);
         SaveReport {
-            source: self.dev.path().to_path_buf(),
+            source: self.name.to_path_buf(),
             image,
             chunks: summary.chunks,
             stored_blocks: summary.stored_blocks,
@@ -240,7 +267,8 @@ pub fn prepare<'a>(
     let flags = check_state(source, &info, opts.force, progress)?;
     let header = make_header(&info, dev, opts, flags);
     Ok(Prepared {
-        dev,
+        src: dev,
+        name: dev.path(),
         scan,
         header,
         notes,
@@ -339,6 +367,7 @@ fn write_file(
     body: impl FnOnce(
         ImageWriter<BufWriter<StreamedFile<'_>>>,
     ) -> Result<(BufWriter<StreamedFile<'_>>, WriteSummary), Error>,
+    before_commit: impl FnOnce(Option<&Path>) -> Result<(), Error>,
 ) -> Result<WriteSummary, Error> {
     let out = AtomicFile::create(path, overwrite)?;
     let tmp_path = out.temp_path().to_path_buf();
@@ -359,6 +388,7 @@ fn write_file(
             .map_err(|e| IoError::new(&tmp_path, "write", None, e.into_error()))?;
         summary
     };
+    before_commit(Some(&tmp_path))?;
     out.commit()?;
     Ok(summary)
 }
@@ -708,7 +738,7 @@ fn pipeline<W: Write + Send>(
     dest: &Path,
     progress: &dyn Progress,
 ) -> Result<(W, WriteSummary), Error> {
-    let (dev, scan, header) = (prepared.dev, prepared.scan.as_ref(), &prepared.header);
+    let (dev, scan, header) = (prepared.src, prepared.scan.as_ref(), &prepared.header);
     let threads = resolve_threads(opts.threads);
     let pool = worker_pool(threads, "zstd")?;
     let raw_buffers = Arc::new(BufferPool::default());
@@ -716,7 +746,7 @@ fn pipeline<W: Write + Send>(
     let bs = u64::from(header.block_size);
     let mut chunker = Chunker {
         src: dev,
-        name: dev.path(),
+        name: prepared.name,
         pieces: Pieces {
             extents: scan.extents(dev),
             zeros: scan.zero_extents(),

@@ -61,3 +61,8 @@ fn table_corpus() {
 fn manifest_corpus() {
     replay("manifest", rimage::fuzzing::manifest);
 }
+
+#[test]
+fn partclone_corpus() {
+    replay("partclone", rimage::fuzzing::partclone);
+}

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test, first installing what the tests use when it is missing (Debian/Ubuntu):
 # e2fsprogs (mke2fs -d, e2fsck, dumpe2fs, debugfs, resize2fs), util-linux (losetup, mount),
-# partclone, zstd, fdisk (sfdisk), xfsprogs, dosfstools, mtools, nginx (HTTP image sources).
-# Tests that need root or loop devices say so and skip that part.
+# partclone, zstd, fdisk (sfdisk), xfsprogs, dosfstools, mtools, nginx (HTTP image sources), and
+# for the import tests the compressors Clonezilla uses (xz-utils, bzip2, lz4) and Clonezilla
+# itself (ocs-sr; it brings drbl). Tests that need root or loop devices say so and skip that part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,11 @@ have blkid || need+=(util-linux)
 have partx || need+=(util-linux)
 have nginx || need+=(nginx-light)
 have script || need+=(bsdutils)
+have xz || need+=(xz-utils)
+have bzip2 || need+=(bzip2)
+have lz4 || need+=(lz4)
+have gzip || need+=(gzip)
+have ocs-sr || need+=(clonezilla)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing: ${need[*]}" >&2

@@ -111,6 +111,7 @@ impl Command {
             | Self::Verify { out, .. }
             | Self::SaveDisk { out, .. }
             | Self::RestoreDisk { out, .. } => out.json,
+            Self::Import { out_opts, .. } => out_opts.json,
             Self::Info { json, .. } | Self::Ls { json, .. } => *json,
             Self::Cat { .. }
             | Self::Send { .. }
@@ -364,6 +365,36 @@ pub enum Command {
     Send {
         /// A directory written by save-disk, or an image file.
         path: PathBuf,
+    },
+    /// Bring a partclone or Clonezilla image along: convert it into a rimage image, checking it
+    /// on the way.
+    ///
+    /// Given a partclone image file (formats 0001 and 0002; gzip, zstd, xz, bzip2, lz4 or
+    /// uncompressed; split pieces NAME.aa, NAME.ab, ... given by the first piece or by NAME),
+    /// writes an ordinary rimage image: ext2/3/4 as ext (browsable), anything else raw with the
+    /// blocks partclone's bitmap marks used. Every partclone checksum is checked; a mismatch
+    /// names the block. Clonezilla's raw `*.dd-img` files are imported as raw images.
+    ///
+    /// Given a Clonezilla image directory (savedisk: `disk`, `parts`, `<disk>-pt.sf`, ...),
+    /// writes a save-disk directory (manifest, boot area, one image per partition) that
+    /// restore-disk reads. `rimage info CLONEZILLA_DIR` shows what it would write.
+    ///
+    /// Nothing is left under OUT when the import fails.
+    Import {
+        /// partclone image file (or its first split piece), or Clonezilla image directory.
+        input: PathBuf,
+        /// rimage image file to write, or (for a Clonezilla directory) the directory.
+        out: PathBuf,
+        #[command(flatten)]
+        compression: Compression,
+        /// Uncompressed size of each chunk (64K to 64M).
+        #[arg(long, default_value = "4M", value_parser = parse_chunk_size)]
+        chunk_size: u32,
+        /// Replace OUT if it exists.
+        #[arg(long)]
+        overwrite: bool,
+        #[command(flatten)]
+        out_opts: Output,
     },
     /// Print a shell completion script, e.g. `rimage completions bash > /etc/bash_completion.d/rimage`.
     Completions {

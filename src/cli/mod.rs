@@ -130,7 +130,12 @@ pub fn try_main(cli: Cli) -> Result<ExitCode> {
         }
         Command::Info { path, json, net } => {
             let source = net.source(&path);
-            if path.is_dir() {
+            if rimage::import::clonezilla::is_clonezilla_dir(&path)
+                && !rimage::disk::is_disk_dir(&path)
+            {
+                let plan = rimage::import::clonezilla::plan_dir(&path)?;
+                report::clonezilla_plan(&plan, json)?;
+            } else if path.is_dir() {
                 let info = rimage::disk::inspect_dir(&path)?;
                 report::disk_info(&info, json)?;
             } else if matches!(source, ImageSource::Url { .. }) || rimage::is_image(&path) {
@@ -253,6 +258,37 @@ pub fn try_main(cli: Cli) -> Result<ExitCode> {
                 rimage::human_bytes(report.bytes),
                 path.display()
             );
+            Ok(ok)
+        }
+        Command::Import {
+            input,
+            out,
+            compression,
+            chunk_size,
+            overwrite,
+            out_opts,
+        } => {
+            let opts = SaveOptions {
+                level: compression.level,
+                threads: compression.threads.threads,
+                chunk_size,
+                overwrite,
+                ..SaveOptions::default()
+            };
+            let started = Instant::now();
+            if input.is_dir() {
+                let report = rimage::import::clonezilla::import_dir(
+                    &input,
+                    &out,
+                    &opts,
+                    &Bar::new(&out_opts),
+                )?;
+                report::clonezilla_import(&report, started.elapsed().as_secs_f64(), &out_opts)?;
+            } else {
+                let report =
+                    rimage::import::import_image(&input, &out, &opts, &Bar::new(&out_opts))?;
+                report::import(&report, started.elapsed().as_secs_f64(), &out_opts)?;
+            }
             Ok(ok)
         }
         Command::Completions { shell } => {

@@ -49,6 +49,170 @@ pub fn save(report: &rimage::SaveReport, secs: f64, out: &Output, to_stderr: boo
     Ok(())
 }
 
+/// The summary of an import.
+pub fn import(report: &rimage::import::ImportReport, secs: f64, out: &Output) -> Result<()> {
+    if out.json {
+        return print_json(&report, false);
+    }
+    if out.quiet {
+        return Ok(());
+    }
+    let what = match &report.found {
+        rimage::import::Found::Partclone { desc, .. } => format!(
+            "partclone {} image of {} ({:?} checksums{})",
+            match desc.version {
+                rimage::import::partclone::Version::V1 => "0001",
+                rimage::import::partclone::Version::V2 => "0002",
+            },
+            desc.fs,
+            desc.checksum,
+            if desc.blocks_per_checksum > 1 {
+                format!(" every {} blocks", desc.blocks_per_checksum)
+            } else {
+                String::new()
+            }
+        ),
+        rimage::import::Found::Raw { bytes } => format!("raw image of {}", HumanBytes(*bytes)),
+    };
+    println!(
+        "read {} ({what}, {}{}){}",
+        report.input.display(),
+        format!("{:?}", report.compression).to_lowercase(),
+        if report.pieces.len() > 1 {
+            format!(", {} split pieces", report.pieces.len())
+        } else {
+            String::new()
+        },
+        match &report.found {
+            rimage::import::Found::Partclone { desc, .. }
+                if desc.checksum != rimage::import::partclone::Checksum::None =>
+            {
+                ", every checksum matches"
+            }
+            _ => "",
+        }
+    );
+    save(&report.save, secs, out, false)
+}
+
+/// What importing a Clonezilla directory would write (`rimage info CLONEZILLA_DIR`).
+pub fn clonezilla_plan(
+    plan: &rimage::import::clonezilla::ClonezillaPlan,
+    json: bool,
+) -> Result<()> {
+    if json {
+        return print_json(plan, false);
+    }
+    println!(
+        "{}: Clonezilla image of disk {} ({}, {}); `rimage import` would write:",
+        plan.dir.display(),
+        plan.disk,
+        rimage::disk::describe_table(&plan.table),
+        HumanBytes(plan.disk_bytes),
+    );
+    println!(
+        "  boot-area.bin ({} before the first partition)",
+        HumanBytes(plan.boot_area_bytes)
+    );
+    for p in &plan.partitions {
+        let what = match (&p.image, &p.partclone) {
+            (Some(img), Some(d)) => format!(
+                "{img} from partclone {} image of {} ({}, {} of {} blocks of {} B used, {:?} checksums)",
+                plan_file(p),
+                d.fs,
+                compression_name(p.compression),
+                d.used_blocks,
+                d.total_blocks,
+                d.block_size,
+                d.checksum
+            ),
+            (Some(img), None) => format!(
+                "{img} from raw image {} ({})",
+                plan_file(p),
+                compression_name(p.compression)
+            ),
+            _ => format!("{:?}", p.action).to_lowercase(),
+        };
+        println!(
+            "  partition {} ({}, {}, {}): {what}",
+            p.number,
+            p.name,
+            HumanBytes(p.bytes),
+            p.filesystem
+        );
+    }
+    for n in &plan.notes {
+        println!("  note: {n}");
+    }
+    Ok(())
+}
+
+fn plan_file(p: &rimage::import::clonezilla::PartPlan) -> String {
+    let first = p
+        .pieces
+        .first()
+        .and_then(|f| f.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if p.pieces.len() > 1 {
+        format!("{first} (+{} pieces)", p.pieces.len() - 1)
+    } else {
+        first
+    }
+}
+
+fn compression_name(c: Option<rimage::import::input::Compression>) -> String {
+    c.map_or_else(|| "?".into(), |c| format!("{c:?}").to_lowercase())
+}
+
+/// The summary of a Clonezilla directory's import.
+pub fn clonezilla_import(
+    report: &rimage::import::clonezilla::ClonezillaReport,
+    secs: f64,
+    out: &Output,
+) -> Result<()> {
+    if out.json {
+        return print_json(report, false);
+    }
+    if out.quiet {
+        return Ok(());
+    }
+    println!(
+        "imported Clonezilla image {} (disk {}) into {} in {secs:.1} s:",
+        report.plan.dir.display(),
+        report.plan.disk,
+        report.out.display()
+    );
+    for p in &report.plan.partitions {
+        match report.imports.iter().find(|(n, _)| *n == p.number) {
+            Some((_, r)) => println!(
+                "  partition {}: {} → {} ({}, {} stored, image {})",
+                p.number,
+                plan_file(p),
+                p.image.as_deref().unwrap_or_default(),
+                r.filesystem,
+                HumanBytes(r.save.stored_bytes),
+                HumanBytes(r.save.image_bytes)
+            ),
+            None => println!(
+                "  partition {}: {} ({})",
+                p.number,
+                format!("{:?}", p.action).to_lowercase(),
+                p.filesystem
+            ),
+        }
+        if let Some((_, r)) = report.imports.iter().find(|(n, _)| *n == p.number) {
+            for n in &r.save.notes {
+                println!("    note: {n}");
+            }
+        }
+    }
+    for n in &report.plan.notes {
+        println!("  note: {n}");
+    }
+    Ok(())
+}
+
 /// The summary of a restore.
 pub fn restore(report: &rimage::RestoreReport, secs: f64, out: &Output) -> Result<()> {
     if out.json {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod partclone;
 pub mod tree;
 
 use std::fs::{File, OpenOptions};
