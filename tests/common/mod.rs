@@ -2,7 +2,9 @@
 //! loop mount, dumpe2fs and e2fsck as oracles, and file-tree comparison.
 #![allow(dead_code)]
 
+pub mod disk;
 pub mod http;
+pub mod netns;
 pub mod partclone;
 pub mod tree;
 
