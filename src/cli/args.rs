@@ -110,7 +110,8 @@ impl Command {
             | Self::Restore { out, .. }
             | Self::Verify { out, .. }
             | Self::SaveDisk { out, .. }
-            | Self::RestoreDisk { out, .. } => out.json,
+            | Self::RestoreDisk { out, .. }
+            | Self::Agent { out, .. } => out.json,
             Self::Info { json, .. } | Self::Ls { json, .. } => *json,
             Self::Cat { .. }
             | Self::Send { .. }
@@ -364,6 +365,29 @@ pub enum Command {
     Send {
         /// A directory written by save-disk, or an image file.
         path: PathBuf,
+    },
+    /// Run this node's job from `rimage serve` (what the netboot init does): fetch the job,
+    /// save the disk to the head node or restore it from there, report progress and the
+    /// result. A successful save or restore puts the node back to local boot.
+    Agent {
+        /// The service, e.g. http://10.0.2.2:8080 (rimage.server=).
+        #[arg(long, value_name = "URL")]
+        server: String,
+        /// This node's name (rimage.node=).
+        #[arg(long)]
+        node: String,
+        /// The job token (rimage.token=).
+        #[arg(long)]
+        token: String,
+        /// The disk to save or restore (default: the job's).
+        #[arg(long, value_name = "DEV")]
+        disk: Option<PathBuf>,
+        #[command(flatten)]
+        threads: Threads,
+        #[command(flatten)]
+        net: Net,
+        #[command(flatten)]
+        out: Output,
     },
     /// Print a shell completion script, e.g. `rimage completions bash > /etc/bash_completion.d/rimage`.
     Completions {

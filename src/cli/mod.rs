@@ -255,6 +255,31 @@ pub fn try_main(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ok)
         }
+        Command::Agent {
+            server,
+            node,
+            token,
+            disk,
+            threads,
+            net,
+            out,
+        } => {
+            let opts = rimage::agent::AgentOptions {
+                server,
+                node,
+                token,
+                disk,
+                threads: threads.threads,
+                http: net.options(),
+            };
+            let outcome = rimage::agent::run_job(&opts, &Bar::new(&out))?;
+            report::agent(&outcome, &out)?;
+            Ok(ExitCode::from(if outcome.ok {
+                EXIT_OK
+            } else {
+                EXIT_FAILURE
+            }))
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rimage", &mut io::stdout());
             Ok(ok)

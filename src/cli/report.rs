@@ -579,3 +579,34 @@ pub fn disk_table(path: &Path, table: &rimage::disk::table::Table, json: bool) -
     )?;
     Ok(())
 }
+
+/// `rimage agent`: how the job ended (it was reported to the service too).
+pub fn agent(outcome: &rimage::agent::JobOutcome, out: &Output) -> Result<()> {
+    if out.json {
+        return print_json(outcome, false);
+    }
+    if out.quiet && outcome.ok {
+        return Ok(());
+    }
+    let what = format!(
+        "{} job for {}{}",
+        outcome.job.mode,
+        outcome.job.node,
+        outcome
+            .job
+            .image
+            .as_deref()
+            .map(|i| format!(" (image {i})"))
+            .unwrap_or_default()
+    );
+    if outcome.ok {
+        println!(
+            "{what}: done in {:.1} s, {}; reported",
+            outcome.seconds,
+            rimage::human_bytes(outcome.bytes)
+        );
+    } else {
+        eprintln!("rimage: error: {what} failed (reported): {}", outcome.message);
+    }
+    Ok(())
+}
