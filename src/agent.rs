@@ -4,8 +4,8 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -283,9 +283,7 @@ fn run(job: &Job, opts: &AgentOptions, progress: &dyn Progress) -> Result<u64, E
         opts.disk
             .clone()
             .or_else(|| job.disk.as_deref().map(PathBuf::from))
-            .ok_or_else(|| {
-                Error::Usage("the job names no disk: pass --disk (rimage.disk=)".into())
-            })
+            .ok_or_else(|| Error::Usage("the job names no disk: pass --disk (rimage.disk=)".into()))
     };
     match job.mode {
         Mode::Local => Ok(0),
@@ -401,7 +399,10 @@ fn save_upload(
         if status != 201 && status != 200 {
             return Err(Error::failed(
                 &name,
-                format!("the service refused the upload: HTTP {status}: {}", read_body(resp)),
+                format!(
+                    "the service refused the upload: HTTP {status}: {}",
+                    read_body(resp)
+                ),
             ));
         }
         Ok(sent.load(Ordering::Relaxed))

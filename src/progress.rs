@@ -55,8 +55,8 @@ impl JsonState {
         } else {
             0.0
         };
-        let eta = (rate > 0.0 && self.total >= self.done)
-            .then(|| (self.total - self.done) as f64 / rate);
+        let eta =
+            (rate > 0.0 && self.total >= self.done).then(|| (self.total - self.done) as f64 / rate);
         serde_json::json!({
             "event": event, "phase": self.phase, "done_bytes": self.done,
             "total_bytes": self.total, "elapsed_secs": secs, "bytes_per_sec": rate,

@@ -320,8 +320,87 @@ pub fn bearer(header: &str) -> Option<&str> {
     (!t.is_empty() && t.len() <= 128).then_some(t)
 }
 
+/// What a `Range` header asks of a file of `len` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeAsk {
+    /// The whole file (no header, several ranges, or a form not understood).
+    Whole,
+    /// Bytes `start..=end`.
+    Part(u64, u64),
+    /// Nothing of the file can be given (416).
+    Unsatisfiable,
+}
+
+/// Parses a `Range` header (`bytes=A-B`, `bytes=A-`, `bytes=-N`) against a length.
+pub fn parse_range(header: Option<&str>, len: u64) -> RangeAsk {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return RangeAsk::Whole;
+    };
+    if spec.contains(',') {
+        return RangeAsk::Whole;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeAsk::Whole;
+    };
+    let num = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    match (a.is_empty(), num(a), num(b)) {
+        (true, _, Some(n)) => {
+            if n == 0 || len == 0 {
+                RangeAsk::Unsatisfiable
+            } else {
+                RangeAsk::Part(len.saturating_sub(n), len - 1)
+            }
+        }
+        (false, Some(start), end) if b.is_empty() || end.is_some() => {
+            if start >= len {
+                return RangeAsk::Unsatisfiable;
+            }
+            let end = end.map_or(len - 1, |e| e.min(len - 1));
+            if end < start {
+                RangeAsk::Whole
+            } else {
+                RangeAsk::Part(start, end)
+            }
+        }
+        _ => RangeAsk::Whole,
+    }
+}
+
+/// The host part of a `Host` header when it is one (name or address, optional port): what
+/// boot scripts put in their URLs.
+pub fn check_host(host: &str) -> Option<&str> {
+    let ok = !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b':' | b'[' | b']'));
+    ok.then_some(host)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ranges() {
+        use super::RangeAsk::*;
+        assert_eq!(parse_range(None, 10), Whole);
+        assert_eq!(parse_range(Some("bytes=0-4"), 10), Part(0, 4));
+        assert_eq!(parse_range(Some("bytes=5-"), 10), Part(5, 9));
+        assert_eq!(parse_range(Some("bytes=-3"), 10), Part(7, 9));
+        assert_eq!(parse_range(Some("bytes=-30"), 10), Part(0, 9));
+        assert_eq!(parse_range(Some("bytes=8-100"), 10), Part(8, 9));
+        assert_eq!(parse_range(Some("bytes=10-"), 10), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), Whole);
+        assert_eq!(parse_range(Some("bytes=x-1"), 10), Whole);
+        assert_eq!(parse_range(Some("bytes=5-2"), 10), Whole);
+        assert_eq!(parse_range(Some("bytes=0-0"), 0), Unsatisfiable);
+        assert_eq!(check_host("10.0.2.2:8080"), Some("10.0.2.2:8080"));
+        assert_eq!(check_host("evil/x"), None);
+    }
+
     use super::*;
 
     #[test]
@@ -363,7 +442,14 @@ mod tests {
             ["golden", "part1.rimg"]
         );
         assert_eq!(image_path_components("golden/").unwrap(), ["golden"]);
-        for bad in ["../etc/passwd", "/etc/passwd", "a//b", "a/../b", "a/./b", ""] {
+        for bad in [
+            "../etc/passwd",
+            "/etc/passwd",
+            "a//b",
+            "a/../b",
+            "a/./b",
+            "",
+        ] {
             assert!(image_path_components(bad).is_err(), "{bad}");
         }
         assert!(check_node_name("node07").is_ok());
@@ -380,7 +466,14 @@ mod tests {
 {"event":"result","ok":true,"message":"done","seconds":1.5,"bytes":100}"#;
         let lines = parse_report(body).unwrap();
         assert_eq!(lines.len(), 3);
-        assert!(matches!(&lines[2], ReportLine::Result { ok: true, bytes: 100, .. }));
+        assert!(matches!(
+            &lines[2],
+            ReportLine::Result {
+                ok: true,
+                bytes: 100,
+                ..
+            }
+        ));
         assert!(parse_report("{\"event\":\"nope\"}").is_err());
         assert!(parse_report("not json").is_err());
         assert_eq!(bearer("Bearer abc"), Some("abc"));
