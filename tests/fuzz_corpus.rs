@@ -51,3 +51,8 @@ fn table_corpus() {
 fn manifest_corpus() {
     replay("manifest", rimage::fuzzing::manifest);
 }
+
+#[test]
+fn serve_request_corpus() {
+    replay("serve_request", rimage::fuzzing::serve_request);
+}
