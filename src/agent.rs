@@ -229,9 +229,10 @@ pub fn run_job(opts: &AgentOptions, local: &dyn Progress) -> Result<JobOutcome, 
         done: AtomicU64::new(0),
     };
     let result = run(&job, opts, &progress);
+    // What was uploaded or written; else what the progress counted (a whole-disk restore).
     let bytes = match &result {
-        Ok(n) => *n,
-        Err(_) => progress.done.load(Ordering::Relaxed),
+        Ok(n) if *n > 0 => *n,
+        _ => progress.done.load(Ordering::Relaxed),
     };
     // Progress lines go first; the result is the last thing the service hears.
     drop(progress);

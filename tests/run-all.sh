@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test, first installing what the tests use when it is missing (Debian/Ubuntu):
 # e2fsprogs (mke2fs -d, e2fsck, dumpe2fs, debugfs, resize2fs), util-linux (losetup, mount),
-# partclone, zstd, fdisk (sfdisk), dosfstools, mtools, nginx (HTTP image sources).
+# partclone, zstd, fdisk (sfdisk), dosfstools, mtools, nginx (HTTP image sources), dnsmasq
+# (checks the DHCP host files rimage node writes), chromium (loads the rimage serve dashboard).
 # Tests that need root or loop devices say so and skip that part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,8 @@ have mcopy || need+=(mtools)
 have blkid || need+=(util-linux)
 have partx || need+=(util-linux)
 have nginx || need+=(nginx-light)
+have dnsmasq || need+=(dnsmasq)
+have chromium || need+=(chromium)
 have script || need+=(bsdutils)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -712,6 +712,27 @@ fn three_nodes_save_restore_report_and_dashboard() {
     // The stored disk checks as a whole.
     run(rimage().args(["verify", "-q"]).arg(root.join("golden")));
 
+    // A stored disk sent as a stream (`rimage send`) is an upload too (admin token); cut
+    // short, it is refused and leaves nothing.
+    let sent = rimage()
+        .arg("send")
+        .arg(root.join("golden"))
+        .output()
+        .unwrap();
+    assert!(sent.status.success());
+    let stream = sent.stdout;
+    let (code, msg) = put(
+        &srv.url("/images/copy"),
+        &srv.admin(),
+        &stream[..stream.len() - 100],
+    );
+    assert_eq!(code, 400, "{msg}");
+    assert!(!root.join("copy").exists());
+    srv.assert_no_partial();
+    let (code, msg) = put(&srv.url("/images/copy"), &srv.admin(), &stream);
+    assert_eq!(code, 201, "{msg}");
+    run(rimage().args(["verify", "-q"]).arg(root.join("copy")));
+
     // n2 and n3 restore it at once.
     srv.node(&["set", "n2", "restore", "--image", "golden"]);
     srv.node(&[
