@@ -467,6 +467,26 @@ fn images_are_served_and_uploads_are_checked() {
         assert!(!root.join("one.rimg").exists(), "{what}");
         srv.assert_no_partial();
     }
+    // A client that goes away mid-upload leaves nothing either.
+    {
+        let mut c = TcpStream::connect(&srv.addr).unwrap();
+        write!(
+            c,
+            "PUT /images/one.rimg HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
+            srv.addr,
+            bytes.len()
+        )
+        .unwrap();
+        c.write_all(&bytes[..bytes.len() / 2]).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut waited = 0;
+    while waited < 50 && std::fs::read_dir(&root).unwrap().next().is_some() {
+        std::thread::sleep(Duration::from_millis(100));
+        waited += 1;
+    }
+    assert!(!root.join("one.rimg").exists());
+    srv.assert_no_partial();
     // Too large: 413, whether announced or only found while reading (chunked).
     let big = vec![0u8; max + (1 << 20)];
     let (code, msg) = put(&up, &token, &big);

@@ -651,12 +651,19 @@ async fn upload(
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let threads = app.opts.threads;
     let tmp2 = tmp.clone();
+    let (fd, ff) = (final_dir.clone(), final_file.clone());
+    // The worker checks, renames into place and cleans up by itself: if the request is dropped
+    // (the client went away), the channel closes, the checks fail on the short stream, and
+    // nothing is left behind.
     let worker = tokio::task::spawn_blocking(move || {
         let r = ChannelReader {
             rx,
             cur: Bytes::new(),
         };
-        crate::disk::receive::receive(r, &tmp2, threads, &crate::NoProgress)
+        let out = crate::disk::receive::receive(r, &tmp2, threads, &crate::NoProgress)
+            .map(|kind| commit_upload(&tmp2, &kind, &fd, &ff, overwrite).map(|p| (kind, p)));
+        let _ = std::fs::remove_dir_all(&tmp2);
+        out
     });
     let mut stream = body.into_data_stream();
     let mut total = 0u64;
@@ -702,19 +709,19 @@ async fn upload(
                 e.full_message()
             ),
         )),
-        (false, Ok(kind)) => {
-            let (tmp, fd, ff, k) = (
-                tmp.clone(),
-                final_dir.clone(),
-                final_file.clone(),
-                kind.clone(),
-            );
-            blocking(move || commit_upload(&tmp, &k, &fd, &ff, overwrite))
-                .await
-                .map(|p| (kind, p))
-        }
+        (false, Ok(Err(e))) => Err(ApiError(
+            if final_dir.exists() || final_file.exists() {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            },
+            format!(
+                "the upload of {stem} was checked but cannot be stored: {}",
+                e.full_message()
+            ),
+        )),
+        (false, Ok(Ok(done))) => Ok(done),
     };
-    let _ = std::fs::remove_dir_all(&tmp);
     match outcome {
         Ok((kind, path)) => {
             app.event(
