@@ -362,7 +362,8 @@ pub fn write_files(cfg: &Config, node: &Node) -> Result<Written, Error> {
         let text = pxelinux_config(cfg, node)?;
         std::fs::create_dir_all(t.join("pxelinux.cfg"))
             .map_err(|e| IoError::new(&t.join("pxelinux.cfg"), "create", None, e))?;
-        // The token is in it: readable by the TFTP server's user only through the group.
+        // The TFTP server must read it (and gives it to anyone on the boot network, as the
+        // service does the iPXE script): the job token is as exposed as on a kernel command line.
         super::state::write_private(&path, text.as_bytes())?;
         set_mode(&path, 0o644)?;
         w.wrote.push(path);
