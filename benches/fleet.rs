@@ -16,7 +16,7 @@
 //! (where the nodes' disk files go, default /dev/shm).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 
 use std::fmt::Write as _;

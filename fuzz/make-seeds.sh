@@ -2,6 +2,9 @@
 # Regenerates the seed corpora in fuzz/corpus/ from small real filesystems and images.
 # Seeds are kept small (the fuzzer mutates whole inputs). Needs mke2fs, xfsprogs, dosfstools,
 # mtools, a built rimage, and root (the XFS seeds are filled through a loop mount).
+# Seeds are kept small (the fuzzer mutates whole inputs). Needs mke2fs and a built rimage.
+# corpus/serve_request/ is written by hand, not here: each seed is a first line naming the
+# parser (mac, path, range, host, name, bearer) and its input, or a report body.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 rimage=${RIMAGE:-$here/../target/release/rimage}

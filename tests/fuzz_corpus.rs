@@ -66,3 +66,8 @@ fn manifest_corpus() {
 fn partclone_corpus() {
     replay("partclone", rimage::fuzzing::partclone);
 }
+
+#[test]
+fn serve_request_corpus() {
+    replay("serve_request", rimage::fuzzing::serve_request);
+}

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test, first installing what the tests use when it is missing (Debian/Ubuntu):
 # e2fsprogs (mke2fs -d, e2fsck, dumpe2fs, debugfs, resize2fs), util-linux (losetup, mount),
-# partclone, zstd, fdisk (sfdisk), xfsprogs, dosfstools, mtools, nginx (HTTP image sources), and
-# for the import tests the compressors Clonezilla uses (xz-utils, bzip2, lz4) and Clonezilla
-# itself (ocs-sr; it brings drbl). Tests that need root or loop devices say so and skip that part.
+# partclone, zstd, fdisk (sfdisk), xfsprogs, dosfstools, mtools, nginx (HTTP image sources), the
+# compressors Clonezilla uses (xz-utils, bzip2, lz4) and Clonezilla itself (ocs-sr; it brings drbl)
+# for the import tests, dnsmasq (checks the DHCP host files rimage node writes), chromium (loads
+# the rimage serve dashboard). Tests that need root or loop devices say so and skip that part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,8 @@ have mcopy || need+=(mtools)
 have blkid || need+=(util-linux)
 have partx || need+=(util-linux)
 have nginx || need+=(nginx-light)
+have dnsmasq || need+=(dnsmasq)
+have chromium || need+=(chromium)
 have script || need+=(bsdutils)
 have xz || need+=(xz-utils)
 have bzip2 || need+=(bzip2)
