@@ -772,10 +772,38 @@ fn three_nodes_save_restore_report_and_dashboard() {
         job.contains(&format!("\"image_url\":\"{}\"", srv.url("/images/golden/"))),
         "{job}"
     );
+    // What the dashboard hears while they work: the event stream carries their progress.
+    let mut sse = TcpStream::connect(&srv.addr).unwrap();
+    write!(
+        sse,
+        "GET /api/v1/events HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+        srv.addr
+    )
+    .unwrap();
+    sse.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let listener = std::thread::spawn(move || {
+        let mut seen = String::new();
+        let mut buf = [0u8; 4096];
+        // Until both results are heard (or the stream goes quiet).
+        while seen.matches("\"type\":\"node\"").count() < 2 {
+            match sse.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        seen
+    });
     let c2 = spawn_agent(&srv, "n2", &targets[0].1.dev);
     let c3 = spawn_agent(&srv, "n3", &targets[1].1.dev);
     let (code2, t2) = finish(c2);
     let (code3, t3) = finish(c3);
+    let heard = listener.join().unwrap();
+    for n in ["n2", "n3"] {
+        assert!(
+            heard.contains(&format!("\"node\":\"{n}\",\"progress\"")),
+            "no progress of {n} on the event stream: {heard}"
+        );
+    }
     assert_eq!(code2, Some(0), "{t2}");
     assert_eq!(code3, Some(0), "{t3}");
     for n in ["n2", "n3"] {
@@ -796,6 +824,19 @@ fn three_nodes_save_restore_report_and_dashboard() {
         }
         assert!(got == want, "target {i}: the root's files differ");
     }
+
+    // The CLI reads the stored disk from the service as well (a delta: nothing to write).
+    let out = rimage()
+        .args(["restore-disk", "-q", "--delta"])
+        .arg(srv.url("/images/golden/"))
+        .arg(&targets[0].1.dev)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A failure is reported and the mode stays, so the admin sees it.
     srv.node(&["set", "n3", "restore", "--image", "missing"]);
