@@ -22,6 +22,7 @@ pub(crate) mod guard;
 pub mod image;
 pub mod info;
 pub mod interrupt;
+pub mod netboot;
 pub(crate) mod pool;
 pub mod progress;
 pub mod read;
