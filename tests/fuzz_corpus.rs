@@ -51,3 +51,8 @@ fn table_corpus() {
 fn manifest_corpus() {
     replay("manifest", rimage::fuzzing::manifest);
 }
+
+#[test]
+fn cmdline_corpus() {
+    replay("cmdline", rimage::fuzzing::cmdline);
+}
