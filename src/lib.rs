@@ -9,6 +9,7 @@
 //!
 //! The library never prints; the `rimage` binary presents what it returns.
 
+pub mod agent;
 pub(crate) mod atomic;
 pub mod browse;
 pub mod compare;
@@ -28,6 +29,7 @@ pub mod progress;
 pub mod read;
 pub mod restore;
 pub mod save;
+pub mod serve;
 pub mod source;
 pub(crate) mod sys;
 pub mod target;

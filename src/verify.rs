@@ -49,23 +49,42 @@ pub fn verify(
     threads: usize,
     progress: &dyn Progress,
 ) -> Result<VerifyReport, Error> {
+    let image = match Image::open(source) {
+        Ok(img) => img,
+        Err(e @ Error::Image { .. }) => {
+            return Ok(VerifyReport {
+                image: source.path().to_path_buf(),
+                ok: false,
+                header: None,
+                chunks: 0,
+                stored_blocks: 0,
+                image_bytes: 0,
+                problems: vec![problem_text(&e)],
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    verify_image(image, threads, progress)
+}
+
+/// Verifies an opened image (a file, or a stream as it arrives: an upload to `rimage serve`).
+///
+/// # Errors
+/// Only when the image cannot be read; problems with its contents are in the report.
+pub fn verify_image(
+    mut image: Image,
+    threads: usize,
+    progress: &dyn Progress,
+) -> Result<VerifyReport, Error> {
     let pool = worker_pool(threads, "verify")?;
     let mut report = VerifyReport {
-        image: source.path().to_path_buf(),
+        image: image.name().to_path_buf(),
         ok: false,
         header: None,
         chunks: 0,
         stored_blocks: 0,
         image_bytes: 0,
         problems: Vec::new(),
-    };
-    let mut image = match Image::open(source) {
-        Ok(img) => img,
-        Err(e @ Error::Image { .. }) => {
-            report.problems.push(problem_text(&e));
-            return Ok(report);
-        }
-        Err(e) => return Err(e),
     };
     let hdr = image.header().clone();
     report.header = Some(hdr.clone());

@@ -110,13 +110,15 @@ impl Command {
             | Self::Restore { out, .. }
             | Self::Verify { out, .. }
             | Self::SaveDisk { out, .. }
-            | Self::RestoreDisk { out, .. } => out.json,
-            Self::Info { json, .. } | Self::Ls { json, .. } => *json,
+            | Self::RestoreDisk { out, .. }
+            | Self::Agent { out, .. } => out.json,
             Self::Netboot {
                 action: NetbootAction::Build { json, .. },
             } => *json,
+            Self::Info { json, .. } | Self::Ls { json, .. } | Self::Node { json, .. } => *json,
             Self::Cat { .. }
             | Self::Send { .. }
+            | Self::Serve { .. }
             | Self::Extract { .. }
             | Self::Completions { .. }
             | Self::Man { .. } => false,
@@ -377,6 +379,90 @@ pub enum Command {
         #[command(subcommand)]
         action: NetbootAction,
     },
+    /// Run this node's job from `rimage serve` (what the netboot init does): fetch the job,
+    /// save the disk to the head node or restore it from there, report progress and the
+    /// result. A successful save or restore puts the node back to local boot.
+    Agent {
+        /// The service, e.g. http://10.0.2.2:8080 (rimage.server=).
+        #[arg(long, value_name = "URL")]
+        server: String,
+        /// This node's name (rimage.node=).
+        #[arg(long)]
+        node: String,
+        /// The job token (rimage.token=).
+        #[arg(long)]
+        token: String,
+        /// The disk to save or restore (default: the job's).
+        #[arg(long, value_name = "DEV")]
+        disk: Option<PathBuf>,
+        #[command(flatten)]
+        threads: Threads,
+        #[command(flatten)]
+        net: Net,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// The head-node service (docs/SERVICE.md): images read-only with ranges, checked uploads
+    /// from nodes saving their disk, per-node iPXE boot scripts, job and report API, and a
+    /// live dashboard at /.
+    ///
+    /// Nodes and their next boot are changed with `rimage node` (same --state). A node that
+    /// reports a successful save or restore goes back to local boot.
+    Serve {
+        /// The image root: save-disk directories and .rimg files, served under /images/.
+        #[arg(long, value_name = "DIR")]
+        root: PathBuf,
+        /// Address and port to listen on.
+        #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:8080")]
+        listen: std::net::SocketAddr,
+        /// The state directory shared with `rimage node` (nodes, jobs, admin token).
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/rimage")]
+        state: PathBuf,
+        /// The URL nodes reach the service by, e.g. http://10.0.0.1:8080 (default: the Host
+        /// header of each request).
+        #[arg(long, value_name = "URL")]
+        public_url: Option<String>,
+        /// Directory with the netboot kernel and initrd (vmlinuz, initrd.img), served under
+        /// /netboot/.
+        #[arg(long, value_name = "DIR")]
+        netboot: Option<PathBuf>,
+        /// Largest upload accepted (e.g. 500G); larger ones are refused with 413.
+        #[arg(long, value_name = "SIZE", default_value = "1T", value_parser = parse_size_arg)]
+        max_upload: u64,
+        #[command(flatten)]
+        threads: Threads,
+    },
+    /// Manage the nodes `rimage serve` boots: add, set the next boot mode, list, remove.
+    ///
+    /// Changes go to the state directory (locked, written atomically), so they are safe while
+    /// the service runs and against other admins. With --dhcp-hostsdir, each node gets a
+    /// dnsmasq dhcp-hostsdir file (MAC,IP,NAME; dnsmasq re-reads it without a restart); with
+    /// --tftp-dir, a pxelinux.cfg/01-<mac> file (LOCALBOOT 0, or the netboot kernel from
+    /// TFTP_DIR/rimage/). Both directories and --public-url are remembered once given.
+    Node {
+        #[command(subcommand)]
+        action: NodeAction,
+        /// The state directory shared with `rimage serve`.
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = "/var/lib/rimage",
+            global = true
+        )]
+        state: PathBuf,
+        /// dnsmasq dhcp-hostsdir: write one file per node there.
+        #[arg(long, value_name = "DIR", global = true)]
+        dhcp_hostsdir: Option<PathBuf>,
+        /// TFTP root: write pxelinux.cfg/01-<mac> per node there.
+        #[arg(long, value_name = "DIR", global = true)]
+        tftp_dir: Option<PathBuf>,
+        /// The service's URL as nodes reach it (needed in pxelinux entries).
+        #[arg(long, value_name = "URL", global = true)]
+        public_url: Option<String>,
+        /// Print JSON.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Print a shell completion script, e.g. `rimage completions bash > /etc/bash_completion.d/rimage`.
     Completions {
         /// The shell.
@@ -441,6 +527,92 @@ pub enum InitrdCompressionArg {
     Zstd,
     /// gzip, level 9.
     Gzip,
+}
+
+/// What `rimage node` does.
+#[derive(Debug, Subcommand)]
+pub enum NodeAction {
+    /// Add a node (next boot: local) and write its DHCP entry.
+    Add {
+        /// Its name (a host name: letters, digits, '-').
+        name: String,
+        /// Its boot NIC, e.g. 52:54:00:12:34:56.
+        #[arg(long)]
+        mac: String,
+        /// Its fixed IPv4 address (in the DHCP entry).
+        #[arg(long)]
+        ip: Option<std::net::Ipv4Addr>,
+    },
+    /// Set a node's next network boot: local (its disk), live (a shell in the imaging
+    /// system), save (its disk to the image root) or restore (an image onto its disk). Each
+    /// call makes a new job token. Save and restore are one-shot: after success the node goes
+    /// back to local.
+    Set {
+        /// The node.
+        name: String,
+        /// local, live, save or restore.
+        #[arg(value_enum)]
+        mode: ModeArg,
+        /// restore: the image (a save-disk directory or NAME.rimg under the root); save: the
+        /// name to save to (default NAME-YYYY-MM-DD).
+        #[arg(long)]
+        image: Option<String>,
+        /// restore: a shell command run in the restored root (see restore-disk).
+        #[arg(long, value_name = "CMD")]
+        post_restore: Option<String>,
+        /// Stay in this mode after a success (not one-shot).
+        #[arg(long)]
+        keep: bool,
+        /// restore: skip the chunks the disk already holds.
+        #[arg(long)]
+        delta: bool,
+        /// The disk to use on the node, e.g. /dev/sda (default: the only one).
+        #[arg(long, value_name = "DEV")]
+        disk: Option<String>,
+        /// save: replace an existing image of that name.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// List the nodes: next boot, job, last result.
+    List,
+    /// Remove a node and its DHCP and pxelinux files.
+    Rm {
+        /// The node.
+        name: String,
+    },
+}
+
+/// A node's next boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    /// Boot the local disk.
+    Local,
+    /// A shell in the imaging system.
+    Live,
+    /// Save the disk to the head node.
+    Save,
+    /// Restore an image.
+    Restore,
+}
+
+impl ModeArg {
+    /// The library's mode.
+    pub fn mode(self) -> rimage::serve::proto::Mode {
+        use rimage::serve::proto::Mode;
+        match self {
+            Self::Local => Mode::Local,
+            Self::Live => Mode::Live,
+            Self::Save => Mode::Save,
+            Self::Restore => Mode::Restore,
+        }
+    }
+}
+
+fn parse_size_arg(s: &str) -> Result<u64, String> {
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(s)
+        .map_err(|e| e.to_string())
 }
 
 fn parse_expect_uuid(s: &str) -> Result<ExpectUuid, String> {

@@ -288,6 +288,63 @@ pub fn try_main(cli: Cli) -> Result<ExitCode> {
             report::netboot_build(&report, json)?;
             Ok(ok)
         }
+        Command::Agent {
+            server,
+            node,
+            token,
+            disk,
+            threads,
+            net,
+            out,
+        } => {
+            let opts = rimage::agent::AgentOptions {
+                server,
+                node,
+                token,
+                disk,
+                threads: threads.threads,
+                http: net.options(),
+            };
+            let outcome = rimage::agent::run_job(&opts, &Bar::new(&out))?;
+            report::agent(&outcome, &out)?;
+            Ok(ExitCode::from(if outcome.ok {
+                EXIT_OK
+            } else {
+                EXIT_FAILURE
+            }))
+        }
+        Command::Serve {
+            root,
+            listen,
+            state,
+            public_url,
+            netboot,
+            max_upload,
+            threads,
+        } => {
+            let opts = rimage::serve::ServeOptions {
+                root,
+                state,
+                listen,
+                public_url,
+                netboot,
+                max_upload,
+                threads: threads.threads,
+            };
+            rimage::serve::serve(opts, |addr| report::serving(addr))?;
+            Ok(ok)
+        }
+        Command::Node {
+            action,
+            state,
+            dhcp_hostsdir,
+            tftp_dir,
+            public_url,
+            json,
+        } => {
+            node(action, &state, dhcp_hostsdir, tftp_dir, public_url, json)?;
+            Ok(ok)
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rimage", &mut io::stdout());
             Ok(ok)
@@ -298,6 +355,74 @@ pub fn try_main(cli: Cli) -> Result<ExitCode> {
         } => {
             man(subcommand.as_deref(), out_dir.as_deref())?;
             Ok(ok)
+        }
+    }
+}
+
+/// `rimage node ...`.
+fn node(
+    action: args::NodeAction,
+    state: &std::path::Path,
+    dhcp_hostsdir: Option<std::path::PathBuf>,
+    tftp_dir: Option<std::path::PathBuf>,
+    public_url: Option<String>,
+    json: bool,
+) -> Result<()> {
+    use rimage::serve::nodes;
+    let sd = rimage::serve::state::StateDir::open(state)?;
+    let cfg = rimage::serve::state::Config {
+        dhcp_hostsdir,
+        tftp_dir,
+        public_url,
+    };
+    match action {
+        args::NodeAction::Add { name, mac, ip } => {
+            let mac = mac.parse().map_err(|e: rimage::serve::proto::ProtoError| {
+                rimage::Error::Usage(e.to_string())
+            })?;
+            let (view, written) = nodes::add(&sd, &cfg, &name, mac, ip)?;
+            report::node_changed("added", &view, &written, json)
+        }
+        args::NodeAction::Set {
+            name,
+            mode,
+            image,
+            post_restore,
+            keep,
+            delta,
+            disk,
+            overwrite,
+        } => {
+            let opts = nodes::SetOptions {
+                image,
+                post_restore,
+                keep,
+                delta,
+                disk,
+                overwrite,
+            };
+            let (view, written) = nodes::set(&sd, &cfg, &name, mode.mode(), &opts)?;
+            report::node_changed("set", &view, &written, json)
+        }
+        args::NodeAction::List => {
+            if cfg != rimage::serve::state::Config::default() {
+                sd.update(|st| {
+                    nodes::merge_config(st, &cfg);
+                    Ok(())
+                })?;
+            }
+            report::node_list(&nodes::list(&sd)?, json)
+        }
+        args::NodeAction::Rm { name } => {
+            let written = nodes::remove(&sd, &name)?;
+            if json {
+                return report::print_json(&written, false);
+            }
+            println!("removed node {name}");
+            for p in &written.removed {
+                println!("  removed {}", p.display());
+            }
+            Ok(())
         }
     }
 }

@@ -2,40 +2,19 @@
 
 use std::io::{self, IsTerminal};
 use std::sync::Mutex;
-use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::args::{Output, ProgressMode};
 use rimage::Progress;
+use rimage::progress::JsonLines;
 
 /// Progress on stderr: a bar (bytes done and total, rate, ETA) or JSON lines.
 pub struct Bar {
     quiet: bool,
     mode: ProgressMode,
     bar: Mutex<Option<ProgressBar>>,
-    json: Mutex<JsonState>,
-}
-
-/// Where a JSON-lines progress report stands.
-struct JsonState {
-    phase: String,
-    total: u64,
-    done: u64,
-    started: Instant,
-    last: Option<Instant>,
-}
-
-impl JsonState {
-    fn new(phase: &str, total: u64) -> Self {
-        Self {
-            phase: phase.to_string(),
-            total,
-            done: 0,
-            started: Instant::now(),
-            last: None,
-        }
-    }
+    json: JsonLines<fn(serde_json::Value)>,
 }
 
 impl Bar {
@@ -45,7 +24,7 @@ impl Bar {
         } else {
             out.progress
         };
-        let json = Mutex::new(JsonState::new("", 0));
+        let json = JsonLines::new((|line| eprintln!("{line}")) as fn(serde_json::Value));
         Self {
             quiet: out.quiet,
             mode,
@@ -53,30 +32,12 @@ impl Bar {
             json,
         }
     }
-
-    fn emit_json(&self, st: &JsonState, event: &str) {
-        let secs = st.started.elapsed().as_secs_f64();
-        let rate = if secs > 0.0 {
-            st.done as f64 / secs
-        } else {
-            0.0
-        };
-        let eta = (rate > 0.0 && st.total >= st.done).then(|| (st.total - st.done) as f64 / rate);
-        let line = serde_json::json!({
-            "event": event, "phase": st.phase, "done_bytes": st.done, "total_bytes": st.total,
-            "elapsed_secs": secs, "bytes_per_sec": rate, "eta_secs": eta,
-        });
-        eprintln!("{line}");
-    }
 }
 
 impl Progress for Bar {
     fn start(&self, phase: &str, total_bytes: u64) {
         if self.mode == ProgressMode::Json {
-            let st = JsonState::new(phase, total_bytes);
-            self.emit_json(&st, "start");
-            *self.json.lock().expect("progress lock") = st;
-            return;
+            return self.json.start(phase, total_bytes);
         }
         let show = match self.mode {
             ProgressMode::Auto => io::stderr().is_terminal(),
@@ -100,13 +61,7 @@ impl Progress for Bar {
 
     fn advance(&self, bytes: u64) {
         if self.mode == ProgressMode::Json {
-            let mut st = self.json.lock().expect("progress lock");
-            st.done += bytes;
-            if st.last.is_none_or(|t| t.elapsed().as_millis() >= 500) {
-                st.last = Some(Instant::now());
-                self.emit_json(&st, "progress");
-            }
-            return;
+            return self.json.advance(bytes);
         }
         if let Some(bar) = self.bar.lock().expect("bar lock").as_ref() {
             bar.inc(bytes);
@@ -115,11 +70,7 @@ impl Progress for Bar {
 
     fn finish(&self) {
         if self.mode == ProgressMode::Json {
-            let st = self.json.lock().expect("progress lock");
-            if !st.phase.is_empty() {
-                self.emit_json(&st, "finish");
-            }
-            return;
+            return self.json.finish();
         }
         if let Some(bar) = self.bar.lock().expect("bar lock").take() {
             // The phase is complete: show it so (a stream's total is an upper bound).

@@ -620,3 +620,121 @@ pub fn netboot_build(report: &rimage::netboot::BuildReport, json: bool) -> Resul
     }
     Ok(())
 }
+
+/// `rimage agent`: how the job ended (it was reported to the service too).
+pub fn agent(outcome: &rimage::agent::JobOutcome, out: &Output) -> Result<()> {
+    if out.json {
+        return print_json(outcome, false);
+    }
+    if out.quiet && outcome.ok {
+        return Ok(());
+    }
+    let what = format!(
+        "{} job for {}{}",
+        outcome.job.mode,
+        outcome.job.node,
+        outcome
+            .job
+            .image
+            .as_deref()
+            .map(|i| format!(" (image {i})"))
+            .unwrap_or_default()
+    );
+    if outcome.ok {
+        println!(
+            "{what}: done in {:.1} s, {}; reported",
+            outcome.seconds,
+            rimage::human_bytes(outcome.bytes)
+        );
+    } else {
+        eprintln!(
+            "rimage: error: {what} failed (reported): {}",
+            outcome.message
+        );
+    }
+    Ok(())
+}
+
+/// `rimage serve`: where it listens.
+pub fn serving(addr: std::net::SocketAddr) {
+    eprintln!("rimage: serving on http://{addr}/ (dashboard at /, images under /images/)");
+}
+
+/// `rimage node add|set`: the node as it now is, and the files written.
+pub fn node_changed(
+    verb: &str,
+    node: &rimage::serve::nodes::NodeView,
+    written: &rimage::serve::nodes::Written,
+    json: bool,
+) -> Result<()> {
+    if json {
+        return print_json(&serde_json::json!({"node": node, "files": written}), false);
+    }
+    let mut o = io::stdout().lock();
+    writeln!(
+        o,
+        "{verb} node {} ({}{}): next boot {}{}{}",
+        node.name,
+        node.mac,
+        node.ip.map(|i| format!(", {i}")).unwrap_or_default(),
+        node.mode,
+        node.image
+            .as_deref()
+            .map(|i| format!(", image {i}"))
+            .unwrap_or_default(),
+        if node.keep {
+            ", kept after success"
+        } else {
+            ""
+        }
+    )?;
+    for p in &written.wrote {
+        writeln!(o, "  wrote {}", p.display())?;
+    }
+    Ok(())
+}
+
+/// `rimage node list`.
+pub fn node_list(nodes: &[rimage::serve::nodes::NodeView], json: bool) -> Result<()> {
+    if json {
+        return print_json(&nodes, false);
+    }
+    let mut o = io::stdout().lock();
+    if nodes.is_empty() {
+        writeln!(o, "no nodes; add one with `rimage node add NAME --mac MAC`")?;
+        return Ok(());
+    }
+    writeln!(
+        o,
+        "{:<16} {:<17} {:<15} {:<8} {:<24} last result",
+        "NODE", "MAC", "IP", "MODE", "IMAGE"
+    )?;
+    for n in nodes {
+        let last = n.last.as_ref().map_or_else(
+            || "-".to_string(),
+            |l| {
+                format!(
+                    "{} {} at {}{}",
+                    if l.ok { "ok" } else { "FAILED" },
+                    l.mode,
+                    l.at,
+                    if l.ok {
+                        String::new()
+                    } else {
+                        format!(": {}", l.message)
+                    }
+                )
+            },
+        );
+        writeln!(
+            o,
+            "{:<16} {:<17} {:<15} {:<8} {:<24} {last}",
+            n.name,
+            n.mac.to_string(),
+            n.ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+            n.mode.to_string(),
+            n.image.as_deref().unwrap_or("-"),
+        )?;
+    }
+    Ok(())
+}

@@ -11,6 +11,7 @@ pub mod check;
 pub mod kernel;
 pub mod manifest;
 pub mod post_restore;
+pub mod receive;
 mod restore;
 mod save;
 pub mod send;
@@ -24,7 +25,7 @@ use serde::Serialize;
 
 pub use check::{DiskInfo, DiskVerifyReport, inspect_dir, is_disk_dir, verify_dir};
 pub use restore::{RestoreDiskOptions, restore_disk};
-pub use save::{DiskDest, SaveDiskOptions, save_disk};
+pub use save::{DiskDest, SaveDiskOptions, save_disk, save_disk_to};
 pub use source::DiskSource;
 
 use crate::Error;

@@ -149,8 +149,8 @@ fn restore_partition(
 }
 
 /// The manifest and boot area at the head of a disk stream.
-fn stream_head(
-    r: &mut DiskStreamReader<BufReader<File>>,
+pub(super) fn stream_head<R: std::io::Read>(
+    r: &mut DiskStreamReader<R>,
     name: &Path,
 ) -> Result<(Manifest, Option<Vec<u8>>), Error> {
     let text = match r.next_record().map_err(|e| stream_error(name, e))? {
@@ -183,7 +183,7 @@ fn stream_head(
     Ok((m, boot))
 }
 
-fn stream_error(name: &Path, e: super::stream::DiskStreamError) -> Error {
+pub(super) fn stream_error(name: &Path, e: super::stream::DiskStreamError) -> Error {
     Error::Failed {
         path: name.to_path_buf(),
         reason: format!("disk stream: {e}"),

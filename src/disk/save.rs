@@ -2,6 +2,7 @@
 //! so no partition devices are needed), swap described, the boot area, and the manifest last.
 
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::manifest::{self, Action, MANIFEST, Manifest, Plan};
@@ -48,13 +49,6 @@ impl DiskDest {
             Self::Dir(arg.to_path_buf())
         }
     }
-
-    fn name(&self) -> &Path {
-        match self {
-            Self::Dir(d) => d,
-            Self::Stdout => Path::new("<stdout>"),
-        }
-    }
 }
 
 /// Saves every partition of `disk` into a directory (created if missing), with a manifest, or
@@ -67,6 +61,47 @@ impl DiskDest {
 pub fn save_disk(
     disk: &Path,
     dest: &DiskDest,
+    opts: &SaveDiskOptions,
+    progress: &dyn Progress,
+) -> Result<DiskReport, Error> {
+    match dest {
+        DiskDest::Dir(dir) => save_disk_impl(disk, Out::Dir(dir), opts, progress),
+        DiskDest::Stdout => {
+            crate::guard::check_not_terminal(false)?;
+            let stdout = Path::new("<stdout>");
+            let mut out = std::io::BufWriter::with_capacity(
+                1 << 20,
+                crate::source::stdio_file(rustix::stdio::stdout(), stdout)?,
+            );
+            save_disk_impl(disk, Out::Writer(&mut out, stdout), opts, progress)
+        }
+    }
+}
+
+/// Saves every partition of `disk` as one disk stream written to `out` (an HTTP upload, a
+/// pipe); `name` names `out` in messages. As [`save_disk`] with [`DiskDest::Stdout`].
+///
+/// # Errors
+/// As [`save_disk`]; a failed write names `name`.
+pub fn save_disk_to(
+    disk: &Path,
+    out: &mut (dyn Write + Send),
+    name: &Path,
+    opts: &SaveDiskOptions,
+    progress: &dyn Progress,
+) -> Result<DiskReport, Error> {
+    save_disk_impl(disk, Out::Writer(out, name), opts, progress)
+}
+
+/// Where [`save_disk_impl`] writes.
+enum Out<'a> {
+    Dir(&'a Path),
+    Writer(&'a mut (dyn Write + Send), &'a Path),
+}
+
+fn save_disk_impl(
+    disk: &Path,
+    mut dest: Out<'_>,
     opts: &SaveDiskOptions,
     progress: &dyn Progress,
 ) -> Result<DiskReport, Error> {
@@ -90,17 +125,14 @@ pub fn save_disk(
             )));
         }
     }
-    match dest {
-        DiskDest::Dir(dir) => {
-            std::fs::create_dir_all(dir).map_err(io(dir, "create directory"))?;
-            if dir.join(MANIFEST).exists() && !opts.save.overwrite {
-                return Err(Error::refused(
-                    dir,
-                    "already holds a saved disk (manifest.toml); pass --overwrite to replace it",
-                ));
-            }
+    if let Out::Dir(dir) = &dest {
+        std::fs::create_dir_all(dir).map_err(io(dir, "create directory"))?;
+        if dir.join(MANIFEST).exists() && !opts.save.overwrite {
+            return Err(Error::refused(
+                dir,
+                "already holds a saved disk (manifest.toml); pass --overwrite to replace it",
+            ));
         }
-        DiskDest::Stdout => crate::guard::check_not_terminal(false)?,
     }
 
     // What each partition holds and what restore-disk will do with it.
@@ -159,8 +191,8 @@ pub fn save_disk(
         table: table.clone(),
         partitions: plans,
     };
-    match dest {
-        DiskDest::Dir(dir) => {
+    let manifest_path = match &mut dest {
+        Out::Dir(dir) => {
             for (plan, part) in manifest.partitions.iter_mut().zip(&parts) {
                 let Some(img) = &plan.image else { continue };
                 progress.note(&format!(
@@ -178,8 +210,9 @@ pub fn save_disk(
             crate::atomic::write_file(&dir.join(BOOT_AREA), &boot)?;
             let text = manifest_text(&manifest)?;
             crate::atomic::write_file(&dir.join(MANIFEST), text.as_bytes())?;
+            dir.join(MANIFEST)
         }
-        DiskDest::Stdout => {
+        Out::Writer(out, stdout) => {
             // Every image is scanned and checked first: the manifest, which leads the stream,
             // carries each image's size.
             let mut prepared = Vec::new();
@@ -190,13 +223,9 @@ pub fn save_disk(
                     prepared.push((plan.number, p));
                 }
             }
-            let stdout = Path::new("<stdout>");
+            let stdout: &Path = stdout;
             let fail = |e| Error::Io(crate::error::IoError::new(stdout, "write", None, e));
-            let out = std::io::BufWriter::with_capacity(
-                1 << 20,
-                crate::source::stdio_file(rustix::stdio::stdout(), stdout)?,
-            );
-            let mut w = DiskStreamWriter::start(out).map_err(fail)?;
+            let mut w = DiskStreamWriter::start(&mut **out).map_err(fail)?;
             w.manifest(manifest_text(&manifest)?.as_bytes())
                 .map_err(fail)?;
             w.boot_area(&boot).map_err(fail)?;
@@ -206,8 +235,9 @@ pub fn save_disk(
                 save_prepared_to(p, &mut *w.inner(), stdout, &opts.save, progress)?;
             }
             w.end().map_err(fail)?;
+            stdout.to_path_buf()
         }
-    }
+    };
     let reports = manifest
         .partitions
         .iter()
@@ -220,10 +250,7 @@ pub fn save_disk(
         })
         .collect();
     Ok(DiskReport {
-        manifest: match dest {
-            DiskDest::Dir(dir) => dir.join(MANIFEST),
-            DiskDest::Stdout => dest.name().to_path_buf(),
-        },
+        manifest: manifest_path,
         disk: disk.to_path_buf(),
         table: table_name(&table),
         table_action: None,

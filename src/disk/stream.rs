@@ -195,7 +195,8 @@ impl<R> Clone for Shared<R> {
 }
 
 impl<R: Read> Shared<R> {
-    fn new(r: R) -> Self {
+    /// Shares `r`.
+    pub fn new(r: R) -> Self {
         Self(Arc::new(Mutex::new((r, 0))))
     }
 
