@@ -383,7 +383,6 @@ fn save_upload(
             .header("Content-Type", "application/octet-stream")
             .send(ureq::SendBody::from_reader(&mut counting));
         // Whatever the upload did, the saver must not block on a full pipe.
-        drop(counting);
         drop(reader);
         let saved = saver.join().expect("save thread");
         let resp = resp.map_err(|e| Error::Fetch {

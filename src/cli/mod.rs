@@ -331,7 +331,7 @@ pub fn try_main(cli: Cli) -> Result<ExitCode> {
                 max_upload,
                 threads: threads.threads,
             };
-            rimage::serve::serve(opts, |addr| report::serving(addr))?;
+            rimage::serve::serve(opts, report::serving)?;
             Ok(ok)
         }
         Command::Node {
