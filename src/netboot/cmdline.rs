@@ -216,7 +216,13 @@ fn prefix(v: &str) -> Result<u8, CmdlineError> {
 /// twice with different values, or an unterminated quote.
 pub fn parse(raw: &[u8]) -> Result<BootParams, CmdlineError> {
     let mut values: [Option<String>; KEYS.len()] = Default::default();
+    let mut bootif = None;
     for word in words(raw)? {
+        // pxelinux's IPAPPEND 2: BOOTIF=01-52-54-00-12-34-56 (ARP type 1, then the MAC).
+        if let Some(v) = word.strip_prefix(b"BOOTIF=") {
+            bootif = Some(String::from_utf8_lossy(v).into_owned());
+            continue;
+        }
         let Some(rest) = word.strip_prefix(b"rimage.") else {
             continue;
         };
@@ -274,12 +280,17 @@ pub fn parse(raw: &[u8]) -> Result<BootParams, CmdlineError> {
             ));
         }
     };
-    let mac = match mac {
-        None => None,
-        Some(m) => Some(
+    let mac = match (mac, bootif) {
+        (Some(m), _) => Some(
             m.parse()
                 .map_err(|_| bad("rimage.mac", &m, "expected a MAC like 52:54:00:12:34:56"))?,
         ),
+        (None, Some(b)) => Some(
+            b.strip_prefix("01-")
+                .and_then(|m| m.parse().ok())
+                .ok_or_else(|| bad("BOOTIF", &b, "expected 01-52-54-00-12-34-56"))?,
+        ),
+        (None, None) => None,
     };
     let address = match ip {
         None => {
@@ -461,6 +472,22 @@ mod tests {
         );
         assert_eq!(parse(b"rimage.node=\xff"), Err(CmdlineError::NotUtf8));
         assert!(parse(b"other=\xff\xfe rimage.mode=live").is_ok());
+    }
+
+    #[test]
+    fn pxelinux_bootif() {
+        let p = parse(b"BOOTIF=01-52-54-00-12-34-56 rimage.mode=save").unwrap();
+        assert_eq!(p.mac, Some(Mac([0x52, 0x54, 0, 0x12, 0x34, 0x56])));
+        let p = parse(b"BOOTIF=01-52-54-00-12-34-56 rimage.mac=52:54:00:00:00:01").unwrap();
+        assert_eq!(
+            p.mac,
+            Some(Mac([0x52, 0x54, 0, 0, 0, 1])),
+            "rimage.mac wins"
+        );
+        assert!(matches!(
+            parse(b"BOOTIF=52-54-00-12-34-56"),
+            Err(CmdlineError::BadValue { key: "BOOTIF", .. })
+        ));
     }
 
     #[test]

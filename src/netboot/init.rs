@@ -228,19 +228,26 @@ fn load_modules(con: &Console) {
         return;
     };
     let started = Instant::now();
-    let (mut loaded, mut failed) = (0, Vec::new());
+    let (mut loaded, mut failed, mut absent) = (0, Vec::new(), Vec::new());
     for name in list.lines().filter(|l| !l.is_empty()) {
         let path = dir.join(name);
         let result = File::open(&path).and_then(|f| sys::load_module(&f, name.ends_with(".xz")));
         match result {
             Ok(()) => loaded += 1,
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => loaded += 1,
+            // ENODEV: a driver for hardware (or a CPU feature) this machine lacks.
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => absent.push(name.to_string()),
             Err(e) => failed.push(format!("{name}: {e}")),
         }
     }
     con.line(&format!(
-        "loaded {loaded} modules in {:.2} s",
-        started.elapsed().as_secs_f64()
+        "loaded {loaded} modules in {:.2} s{}",
+        started.elapsed().as_secs_f64(),
+        if absent.is_empty() {
+            String::new()
+        } else {
+            format!(" (not for this machine: {})", absent.join(" "))
+        }
     ));
     for f in failed {
         con.line(&format!("warning: module {f}"));
@@ -404,22 +411,120 @@ fn job_request(params: &BootParams) -> Result<Option<JobRequest<'_>>, InitError>
     }))
 }
 
-/// Runs the node's job. The job runner (fetch the job, save-disk → upload or restore-disk,
-/// progress and result reports) is the service's side of docs/SERVICE.md.
-fn run_job(con: &Console, params: &BootParams, req: &JobRequest<'_>) -> Result<(), InitError> {
+/// Progress on the console: each phase's start and end, and every 10%.
+struct ConsoleProgress<'a> {
+    con: &'a Console,
+    state: std::sync::Mutex<(String, u64, u64, u64)>,
+}
+
+impl crate::Progress for ConsoleProgress<'_> {
+    fn start(&self, phase: &str, total_bytes: u64) {
+        *self.state.lock().expect("progress lock") = (phase.to_string(), total_bytes, 0, 0);
+        self.con
+            .line(&format!("{phase}: {}", crate::human_bytes(total_bytes)));
+    }
+
+    fn advance(&self, bytes: u64) {
+        let mut st = self.state.lock().expect("progress lock");
+        st.2 += bytes;
+        let tenth = (st.2 * 10).checked_div(st.1).unwrap_or(0);
+        if tenth > st.3 && tenth < 10 {
+            st.3 = tenth;
+            self.con.line(&format!("{}: {}%", st.0, tenth * 10));
+        }
+    }
+
+    fn finish(&self) {
+        let st = self.state.lock().expect("progress lock");
+        self.con
+            .line(&format!("{}: done ({})", st.0, crate::human_bytes(st.2)));
+    }
+
+    fn note(&self, message: &str) {
+        self.con.line(message);
+    }
+}
+
+/// How a job ended well.
+enum Done {
+    /// Nothing to run (live): a shell.
+    Shell,
+    /// Reboot (the job's `reboot`).
+    Reboot,
+    /// Stop (a job with `"reboot": false`).
+    Halt,
+}
+
+/// Tells the service a job failed before the job runner could (no disk, say).
+fn report_failure(req: &JobRequest<'_>, message: &str) {
+    let line = crate::serve::proto::ReportLine::Result {
+        ok: false,
+        message: message.to_string(),
+        seconds: 0.0,
+        bytes: 0,
+    };
+    let _ = crate::agent::send_report(req.server, req.token, &[line]);
+}
+
+/// Runs the node's job with the job runner `rimage agent` uses ([`crate::agent::run_job`]): it
+/// fetches the job, saves (upload) or restores the disk, and reports progress and the result.
+fn run_job(con: &Console, params: &BootParams, req: &JobRequest<'_>) -> Result<Done, InitError> {
     con.line(&format!(
         "job: {} for node {} from {}",
         req.mode.as_str(),
         req.node,
         req.server
     ));
+    let job = crate::agent::fetch_job(req.server, req.token)
+        .map_err(|e| InitError::Job(format!("fetching the job: {e}")))?;
+    con.line(&format!(
+        "job {}: {} {}",
+        job.job,
+        job.mode,
+        job.image.as_deref().unwrap_or("")
+    ));
     let disks = settled_disks(Duration::from_secs(10));
-    let disk = choose_disk(&disks, params.disk.as_deref())?;
+    let named = params
+        .disk
+        .clone()
+        .or_else(|| job.disk.as_deref().map(PathBuf::from));
+    let disk = choose_disk(&disks, named.as_deref()).inspect_err(|e| {
+        report_failure(req, &e.to_string());
+    })?;
     con.line(&format!("disk: {}", disk.display()));
-    let _ = req.token;
-    Err(InitError::Job(
-        "this build has no job runner yet (it comes with rimage serve)".into(),
-    ))
+    let opts = crate::agent::AgentOptions {
+        server: req.server.to_string(),
+        node: req.node.to_string(),
+        token: req.token.to_string(),
+        disk: Some(disk),
+        threads: 0,
+        http: crate::transport::http::HttpOptions::default(),
+    };
+    let progress = ConsoleProgress {
+        con,
+        state: std::sync::Mutex::new((String::new(), 0, 0, 0)),
+    };
+    con.line("job started");
+    let outcome =
+        crate::agent::run_job(&opts, &progress).map_err(|e| InitError::Job(format!("job: {e}")))?;
+    if !outcome.ok {
+        return Err(InitError::Job(outcome.message));
+    }
+    con.line(&format!(
+        "job done: {} in {:.1} s{}",
+        outcome.message,
+        outcome.seconds,
+        if outcome.bytes > 0 {
+            format!(", {}", crate::human_bytes(outcome.bytes))
+        } else {
+            String::new()
+        }
+    ));
+    Ok(if outcome.job.reboot {
+        Done::Reboot
+    } else {
+        Done::Halt
+    })
 }
 
 fn shell(con: &Console) {
@@ -434,7 +539,7 @@ fn shell(con: &Console) {
 }
 
 /// Everything up to the job's end; `Err` after the network is up is reported to the service.
-fn boot(con: &Console) -> (BootParams, Result<bool, InitError>) {
+fn boot(con: &Console) -> (BootParams, Result<Done, InitError>) {
     mount_kernel_filesystems(con);
     let con2 = Console::open();
     let con = if con2.outs.is_empty() { con } else { &con2 };
@@ -458,8 +563,8 @@ fn boot(con: &Console) -> (BootParams, Result<bool, InitError>) {
         let net = network_up(con, &params)?;
         con.line(&format!("network up: {net}"));
         match job_request(&params)? {
-            None => Ok(false),
-            Some(req) => run_job(con, &params, &req).map(|()| true),
+            None => Ok(Done::Shell),
+            Some(req) => run_job(con, &params, &req),
         }
     })();
     (params, result)
@@ -486,11 +591,15 @@ pub fn run() -> ! {
         ),
     };
     let action = match result {
-        Ok(true) => {
-            con.line("job done; rebooting");
+        Ok(Done::Reboot) => {
+            con.line("rebooting");
             PowerAction::Reboot
         }
-        Ok(false) => {
+        Ok(Done::Halt) => {
+            con.line("the job says not to reboot: halting");
+            PowerAction::Halt
+        }
+        Ok(Done::Shell) => {
             shell(&con);
             PowerAction::Reboot
         }
@@ -500,7 +609,7 @@ pub fn run() -> ! {
                 shell(&con);
                 PowerAction::Reboot
             } else {
-                con.line("halting (the service has the report; rimage.shell=1 leaves a shell)");
+                con.line("halting (rimage.shell=1 leaves a shell instead)");
                 PowerAction::Halt
             }
         }
