@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test, first installing what the tests use when it is missing (Debian/Ubuntu):
 # e2fsprogs (mke2fs -d, e2fsck, dumpe2fs, debugfs, resize2fs), util-linux (losetup, mount),
-# partclone, zstd, fdisk (sfdisk), dosfstools, mtools, nginx (HTTP image sources).
+# partclone, zstd, fdisk (sfdisk), dosfstools, mtools, nginx (HTTP image sources), and for the
+# netboot test qemu-system-x86, ipxe-qemu, busybox-static, syslinux, extlinux, linux-image-amd64.
+# That test also needs the static build: cargo build --release --target x86_64-unknown-linux-musl.
 # Tests that need root or loop devices say so and skip that part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +21,15 @@ have blkid || need+=(util-linux)
 have partx || need+=(util-linux)
 have nginx || need+=(nginx-light)
 have script || need+=(bsdutils)
+# The netboot end-to-end test (tests/netboot.rs): QEMU with its iPXE ROMs, busybox for the
+# initramfs, extlinux for the golden disk, a kernel with modules, strip for a smaller initrd.
+have qemu-system-x86_64 || need+=(qemu-system-x86)
+[ -e /usr/lib/ipxe/qemu/efi-virtio.rom ] || need+=(ipxe-qemu)
+[ -x /bin/busybox ] || need+=(busybox-static)
+have extlinux || need+=(extlinux)
+[ -e /usr/lib/syslinux/mbr/mbr.bin ] || need+=(syslinux)
+ls /boot/vmlinuz-* >/dev/null 2>&1 || need+=(linux-image-amd64)
+have strip || need+=(binutils)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing: ${need[*]}" >&2
