@@ -229,9 +229,10 @@ pub fn run_job(opts: &AgentOptions, local: &dyn Progress) -> Result<JobOutcome, 
         done: AtomicU64::new(0),
     };
     let result = run(&job, opts, &progress);
+    // What was uploaded or written; else what the progress counted (a whole-disk restore).
     let bytes = match &result {
-        Ok(n) => *n,
-        Err(_) => progress.done.load(Ordering::Relaxed),
+        Ok(n) if *n > 0 => *n,
+        _ => progress.done.load(Ordering::Relaxed),
     };
     // Progress lines go first; the result is the last thing the service hears.
     drop(progress);
@@ -296,7 +297,14 @@ fn run(job: &Job, opts: &AgentOptions, progress: &dyn Progress) -> Result<u64, E
                 .upload_url
                 .as_deref()
                 .ok_or_else(|| Error::Usage("a save job without an upload_url".into()))?;
-            save_upload(&disk()?, url, &opts.token, opts.threads, progress)
+            save_upload(
+                &disk()?,
+                url,
+                &opts.token,
+                job.overwrite,
+                opts.threads,
+                progress,
+            )
         }
         Mode::Restore => {
             let url = job
@@ -345,12 +353,29 @@ fn save_upload(
     disk: &Path,
     url: &str,
     token: &str,
+    overwrite: bool,
     threads: usize,
     progress: &dyn Progress,
 ) -> Result<u64, Error> {
     let name = PathBuf::from(url);
+    // A refusal that comes before the body is read can be lost to the broken connection: ask
+    // first whether the name is taken.
+    let probe = format!(
+        "{}/{}",
+        url.trim_end_matches('/'),
+        crate::disk::manifest::MANIFEST
+    );
+    if let Ok(r) = agent(Duration::from_secs(30)).head(&probe).call()
+        && r.status().as_u16() == 200
+        && !overwrite
+    {
+        return Err(Error::refused(
+            &name,
+            "409: a saved disk of this name exists on the service; set the job with --overwrite to replace it",
+        ));
+    }
     let io_err = |op, e| Error::Io(crate::error::IoError::new(&name, op, None, e));
-    let (mut reader, writer) = std::io::pipe().map_err(|e| io_err("create a pipe for", e))?;
+    let (reader, writer) = std::io::pipe().map_err(|e| io_err("create a pipe for", e))?;
     let opts = SaveDiskOptions {
         save: crate::SaveOptions {
             threads,
@@ -369,7 +394,7 @@ fn save_upload(
             r.and_then(|rep| flushed.map(|()| rep).map_err(|e| io_err("write", e)))
         });
         let mut counting = Counting {
-            r: &mut reader,
+            r: reader,
             n: &sent,
         };
         // The service checks the whole stream before it answers: no response timeout.
@@ -383,7 +408,7 @@ fn save_upload(
             .header("Content-Type", "application/octet-stream")
             .send(ureq::SendBody::from_reader(&mut counting));
         // Whatever the upload did, the saver must not block on a full pipe.
-        drop(reader);
+        drop(counting);
         let saved = saver.join().expect("save thread");
         let resp = resp.map_err(|e| Error::Fetch {
             url: name.clone(),
@@ -409,7 +434,7 @@ fn save_upload(
 }
 
 struct Counting<'a> {
-    r: &'a mut std::io::PipeReader,
+    r: std::io::PipeReader,
     n: &'a AtomicU64,
 }
 

@@ -190,3 +190,56 @@ pub fn cmdline(data: &[u8]) {
         }
     }
 }
+
+/// What `rimage serve` parses from a request: the first line selects the parser (MAC from a
+/// boot path, image path, Range header, Host header, bearer token, node or image name), the
+/// rest is the input; anything else is a report body. Accepted values must be the canonical
+/// forms the service relies on.
+pub fn serve_request(data: &[u8]) {
+    use crate::serve::proto;
+    let text = String::from_utf8_lossy(data);
+    let (kind, rest) = text.split_once('\n').unwrap_or(("report", &text));
+    match kind {
+        "mac" => {
+            if let Ok(m) = rest.parse::<proto::Mac>() {
+                assert_eq!(m.to_string().parse::<proto::Mac>(), Ok(m));
+                assert_eq!(m.hyphenated().parse::<proto::Mac>(), Ok(m));
+            }
+        }
+        "path" => {
+            if let Ok(parts) = proto::image_path_components(rest) {
+                for p in parts {
+                    assert!(!p.is_empty() && p != ".." && !p.starts_with('.') && !p.contains('/'));
+                }
+            }
+        }
+        "range" => {
+            let len = rest.len() as u64 * 997;
+            if let proto::RangeAsk::Part(a, b) = proto::parse_range(Some(rest), len) {
+                assert!(a <= b && b < len, "{a}-{b} of {len}");
+            }
+        }
+        "host" => {
+            if let Some(h) = proto::check_host(rest) {
+                assert!(!h.contains(['/', ' ', '\r', '\n', '?', '#', '@']));
+            }
+        }
+        "name" => {
+            let _ = proto::check_node_name(rest);
+            if proto::check_image_name(rest).is_ok() {
+                assert!(!rest.starts_with('.') && !rest.contains('/'));
+            }
+        }
+        "bearer" => {
+            let _ = proto::bearer(rest);
+        }
+        _ => {
+            if let Ok(lines) = proto::parse_report(&text) {
+                for l in lines {
+                    let again = serde_json::to_string(&l).expect("serializes");
+                    assert!(proto::parse_report(&again).is_ok(), "{again}");
+                }
+            }
+        }
+    }
+}

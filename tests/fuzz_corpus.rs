@@ -56,3 +56,8 @@ fn manifest_corpus() {
 fn cmdline_corpus() {
     replay("cmdline", rimage::fuzzing::cmdline);
 }
+
+#[test]
+fn serve_request_corpus() {
+    replay("serve_request", rimage::fuzzing::serve_request);
+}

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test, first installing what the tests use when it is missing (Debian/Ubuntu):
 # e2fsprogs (mke2fs -d, e2fsck, dumpe2fs, debugfs, resize2fs), util-linux (losetup, mount),
-# partclone, zstd, fdisk (sfdisk), dosfstools, mtools, nginx (HTTP image sources), and for the
-# netboot test qemu-system-x86, ipxe-qemu, busybox-static, syslinux, extlinux, linux-image-amd64.
-# That test also needs the static build: cargo build --release --target x86_64-unknown-linux-musl.
+# partclone, zstd, fdisk (sfdisk), dosfstools, mtools, nginx (HTTP image sources), dnsmasq
+# (checks the DHCP host files rimage node writes), chromium (loads the rimage serve dashboard),
+# and for the netboot test qemu-system-x86, ipxe-qemu, busybox-static, syslinux, extlinux,
+# linux-image-amd64; that test also needs the static build:
+# cargo build --release --target x86_64-unknown-linux-musl --bin rimage.
 # Tests that need root or loop devices say so and skip that part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +22,8 @@ have mcopy || need+=(mtools)
 have blkid || need+=(util-linux)
 have partx || need+=(util-linux)
 have nginx || need+=(nginx-light)
+have dnsmasq || need+=(dnsmasq)
+have chromium || need+=(chromium)
 have script || need+=(bsdutils)
 # The netboot end-to-end test (tests/netboot.rs): QEMU with its iPXE ROMs, busybox for the
 # initramfs, extlinux for the golden disk, a kernel with modules, strip for a smaller initrd.

@@ -661,6 +661,7 @@ async fn upload(
     let mut stream = body.into_data_stream();
     let mut total = 0u64;
     let mut over = false;
+    let mut checks_ended = false;
     while let Some(frame) = stream.next().await {
         match frame {
             Ok(b) => {
@@ -674,9 +675,10 @@ async fn upload(
                         .await;
                     break;
                 }
-                if tx.send(Ok(b)).await.is_err() {
-                    // The checks already failed: the answer says why.
-                    break;
+                // After the checks failed, the rest is read and dropped, so that the sender
+                // gets the answer saying why instead of a closed connection.
+                if !checks_ended && tx.send(Ok(b)).await.is_err() {
+                    checks_ended = true;
                 }
             }
             Err(e) => {
