@@ -301,12 +301,13 @@ fn sample_ipxe() -> String {
 }
 
 fn sample_pxelinux() -> String {
-    "# rimage netboot entry for pxelinux.cfg/default (or pxelinux.cfg/01-MAC per node).\n\
+    "# rimage netboot entry for pxelinux.cfg/default (`rimage node --tftp-dir DIR` writes one\n\
+     # per node as DIR/pxelinux.cfg/01-<mac>; copy vmlinuz and initrd.img to DIR/rimage/).\n\
      # No rimage.ip: the init runs DHCP itself. IPAPPEND 2 adds BOOTIF=, naming the NIC.\n\
      DEFAULT rimage\n\
      LABEL rimage\n\
-     \x20 KERNEL vmlinuz\n\
-     \x20 INITRD initrd.img\n\
+     \x20 KERNEL rimage/vmlinuz\n\
+     \x20 INITRD rimage/initrd.img\n\
      \x20 APPEND console=ttyS0,115200 console=tty0 rimage.mode=restore \
      rimage.server=http://HEAD:8080 rimage.node=NODE rimage.token=TOKEN\n\
      \x20 IPAPPEND 2\n"
