@@ -362,9 +362,24 @@ fn network_up(con: &Console, params: &BootParams) -> Result<String, InitError> {
                 "-s",
                 "/usr/share/udhcpc/default.script",
             ])?;
-            Ok(format!("{iface} (DHCP)"))
+            Ok(format!("{iface} {} (DHCP)", address_of(&iface)))
         }
     }
+}
+
+/// The IPv4 address and prefix of `iface` as `ip` shows it ("10.0.2.15/24"), or "?".
+fn address_of(iface: &str) -> String {
+    Command::new(BUSYBOX)
+        .args(["ip", "-o", "-4", "addr", "show", "dev", iface])
+        .output()
+        .ok()
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            let mut words = text.split_whitespace();
+            words.find(|w| *w == "inet")?;
+            words.next().map(str::to_string)
+        })
+        .unwrap_or_else(|| "?".into())
 }
 
 /// Waits until the set of disks stops changing (drivers probe asynchronously).
