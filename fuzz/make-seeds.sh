@@ -203,3 +203,13 @@ v2("xxh128-bit-k4-noreseed", 0x31, 16, 4, 0, 1)
 v2("none-nobitmap", 0x00, 0, 0, 1, 0)
 PY
 ls -l "$c/partclone"
+# Kernel command lines for the netboot init (what rimage serve's iPXE script passes, DHCP, quoting,
+# a broken line).
+mkdir -p "$c/cmdline"
+printf 'BOOT_IMAGE=vmlinuz initrd=initrd.img console=ttyS0,115200 console=tty0 rimage.mode=restore rimage.server=http://10.0.2.2:8080 rimage.node=node07 rimage.token=00112233445566778899aabbccddeeff rimage.mac=52:54:00:12:34:56 rimage.ip=10.0.2.15 rimage.netmask=255.255.255.0 rimage.gateway=10.0.2.2 rimage.dns=10.0.2.3\n' > "$c/cmdline/ipxe-restore"
+printf 'initrd=initrd.img rimage.mode=save rimage.server=http://head:8080/ rimage.node=n1 rimage.token=ab rimage.mac=52-54-00-12-34-56 rimage.ip= rimage.netmask= rimage.gateway= rimage.dns=\n' > "$c/cmdline/dhcp-save"
+printf 'rimage.mode=live rimage.shell=1 rimage.disk=nvme0n1 rimage.node="node 7" quiet' > "$c/cmdline/live-quoted"
+printf 'rimage.ip=10.0.0.1 rimage.netmask=20 rimage.disk=/dev/vda' > "$c/cmdline/prefix"
+printf 'rimage.node="unterminated' > "$c/cmdline/unterminated"
+printf 'rimage.mode=save rimage.mode=restore rimage.x=1 \377\376 rimage.mac=\377' > "$c/cmdline/bad"
+printf 'initrd=initrd.img rimage.mode=restore rimage.server=http://head:8080 rimage.node=n rimage.token=t BOOTIF=01-52-54-00-12-34-56' > "$c/cmdline/pxelinux-bootif"

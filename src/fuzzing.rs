@@ -294,6 +294,26 @@ pub fn partclone(data: &[u8]) {
     }
 }
 
+/// The netboot init's kernel command line parser: never panics; what it accepts keeps its
+/// invariants (a server URL without a trailing slash, a prefix length of at most 32, a disk
+/// under /dev).
+pub fn cmdline(data: &[u8]) {
+    if let Ok(p) = crate::netboot::cmdline::parse(data) {
+        if let Some(s) = &p.server {
+            assert!(!s.ends_with('/'), "server keeps a trailing slash");
+        }
+        if let Some(a) = &p.address {
+            assert!(a.prefix <= 32, "prefix over 32");
+        }
+        if let Some(d) = &p.disk {
+            assert!(d.starts_with("/dev/"), "disk outside /dev");
+        }
+        if let Some(m) = p.mac {
+            assert_eq!(m.to_string().parse(), Ok(m), "MAC does not round-trip");
+        }
+    }
+}
+
 /// What `rimage serve` parses from a request: the first line selects the parser (MAC from a
 /// boot path, image path, Range header, Host header, bearer token, node or image name), the
 /// rest is the input; anything else is a report body. Accepted values must be the canonical

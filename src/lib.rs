@@ -24,6 +24,7 @@ pub mod image;
 pub mod import;
 pub mod info;
 pub mod interrupt;
+pub mod netboot;
 pub(crate) mod pool;
 pub mod progress;
 pub mod read;

@@ -5,6 +5,10 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // In the netboot initramfs this binary is /init: PID 1 never returns (it reboots).
+    if rimage::netboot::init::is_init() {
+        rimage::netboot::init::run();
+    }
     let cli = match cli::parse() {
         Ok(cli) => cli,
         Err(code) => return code,

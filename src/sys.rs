@@ -351,6 +351,82 @@ pub fn unmount(at: &Path) {
     let _ = rustix::mount::unmount(at, rustix::mount::UnmountFlags::empty());
 }
 
+/// `MODULE_INIT_COMPRESSED_FILE` (linux/module.h): the kernel decompresses the module itself.
+const MODULE_INIT_COMPRESSED_FILE: i32 = 4;
+
+/// Loads a kernel module from an open file (finit_module(2)); `compressed` for a `.ko.xz`
+/// the kernel decompresses itself.
+///
+/// # Errors
+/// The system call's error (EEXIST when already loaded, ENOEXEC for a module of another
+/// kernel, EOPNOTSUPP for a compressed module the kernel cannot decompress).
+pub fn load_module(file: &File, compressed: bool) -> io::Result<()> {
+    let flags = if compressed {
+        MODULE_INIT_COMPRESSED_FILE
+    } else {
+        0
+    };
+    rustix::system::finit_module(file, c"", flags)?;
+    Ok(())
+}
+
+/// Mounts a kernel filesystem (proc, sysfs, devtmpfs) with no device behind it.
+///
+/// # Errors
+/// mount's error (EBUSY when already mounted there).
+pub fn mount_kernel_fs(fs_type: &str, at: &Path) -> io::Result<()> {
+    rustix::mount::mount(
+        fs_type,
+        at,
+        fs_type,
+        rustix::mount::MountFlags::NOSUID,
+        None::<&std::ffi::CStr>,
+    )?;
+    Ok(())
+}
+
+/// Flushes every filesystem's dirty data (sync(2)).
+pub fn sync_all() {
+    rustix::fs::sync();
+}
+
+/// How PID 1 ends the boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PowerAction {
+    /// Restart the machine.
+    Reboot,
+    /// Stop, leaving the console as it is.
+    Halt,
+}
+
+/// Syncs, then restarts or halts the machine (reboot(2)); returns only when the kernel refuses
+/// (not PID 1 and not privileged).
+///
+/// # Errors
+/// reboot's error.
+pub fn power(action: PowerAction) -> io::Result<()> {
+    sync_all();
+    let cmd = match action {
+        PowerAction::Reboot => rustix::system::RebootCommand::Restart,
+        PowerAction::Halt => rustix::system::RebootCommand::Halt,
+    };
+    rustix::system::reboot(cmd)?;
+    Ok(())
+}
+
+/// Sets an environment variable. Only for the start of `main` (the netboot init), before any
+/// thread exists.
+pub fn set_env_before_threads(key: &str, value: &str) {
+    // SAFETY: set_var is unsound only when another thread reads the environment at the same
+    // time; callers run before any thread is spawned.
+    unsafe { std::env::set_var(key, value) };
+}
+
+/// Whether this process is PID 1.
+pub fn is_pid1() -> bool {
+    rustix::process::getpid().is_init()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,6 +68,11 @@ fn partclone_corpus() {
 }
 
 #[test]
+fn cmdline_corpus() {
+    replay("cmdline", rimage::fuzzing::cmdline);
+}
+
+#[test]
 fn serve_request_corpus() {
     replay("serve_request", rimage::fuzzing::serve_request);
 }

@@ -4,7 +4,10 @@
 # partclone, zstd, fdisk (sfdisk), xfsprogs, dosfstools, mtools, nginx (HTTP image sources), the
 # compressors Clonezilla uses (xz-utils, bzip2, lz4) and Clonezilla itself (ocs-sr; it brings drbl)
 # for the import tests, dnsmasq (checks the DHCP host files rimage node writes), chromium (loads
-# the rimage serve dashboard). Tests that need root or loop devices say so and skip that part.
+# the rimage serve dashboard), and for the netboot test qemu-system-x86, ipxe-qemu, busybox-static,
+# syslinux, extlinux, linux-image-amd64; that test also needs the static build:
+# cargo build --release --target x86_64-unknown-linux-musl --bin rimage.
+# Tests that need root or loop devices say so and skip that part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +32,15 @@ have bzip2 || need+=(bzip2)
 have lz4 || need+=(lz4)
 have gzip || need+=(gzip)
 have ocs-sr || need+=(clonezilla)
+# The netboot end-to-end test (tests/netboot.rs): QEMU with its iPXE ROMs, busybox for the
+# initramfs, extlinux for the golden disk, a kernel with modules, strip for a smaller initrd.
+have qemu-system-x86_64 || need+=(qemu-system-x86)
+[ -e /usr/lib/ipxe/qemu/efi-virtio.rom ] || need+=(ipxe-qemu)
+[ -x /bin/busybox ] || need+=(busybox-static)
+have extlinux || need+=(extlinux)
+[ -e /usr/lib/syslinux/mbr/mbr.bin ] || need+=(syslinux)
+ls /boot/vmlinuz-* >/dev/null 2>&1 || need+=(linux-image-amd64)
+have strip || need+=(binutils)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing: ${need[*]}" >&2

@@ -113,6 +113,9 @@ impl Command {
             | Self::RestoreDisk { out, .. }
             | Self::Agent { out, .. } => out.json,
             Self::Import { out_opts, .. } => out_opts.json,
+            Self::Netboot {
+                action: NetbootAction::Build { json, .. },
+            } => *json,
             Self::Info { json, .. } | Self::Ls { json, .. } | Self::Node { json, .. } => *json,
             Self::Cat { .. }
             | Self::Send { .. }
@@ -398,6 +401,15 @@ pub enum Command {
         #[command(flatten)]
         out_opts: Output,
     },
+    /// The netboot imaging environment: a kernel and an initramfs whose init is rimage itself.
+    ///
+    /// A node boots it over the network (iPXE, pxelinux); the init brings up the NIC, asks
+    /// `rimage serve` for the node's job (save or restore its disk), runs it, reports and reboots
+    /// (docs/SERVICE.md).
+    Netboot {
+        #[command(subcommand)]
+        action: NetbootAction,
+    },
     /// Run this node's job from `rimage serve` (what the netboot init does): fetch the job,
     /// save the disk to the head node or restore it from there, report progress and the
     /// result. A successful save or restore puts the node back to local boot.
@@ -495,6 +507,57 @@ pub enum Command {
         #[arg(long, value_name = "DIR", conflicts_with = "subcommand")]
         out_dir: Option<PathBuf>,
     },
+}
+
+/// `rimage netboot` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum NetbootAction {
+    /// Write OUT/vmlinuz, OUT/initrd.img, and sample boot.ipxe and pxelinux entries.
+    ///
+    /// The initramfs holds a static rimage as /init, static busybox (the live shell, udhcpc,
+    /// sh for post-restore commands) and the kernel modules nodes and VMs need (virtio,
+    /// e1000/e1000e, ahci/sd_mod, nvme, ext4, vfat, xfs) with their dependencies from
+    /// modules.dep. Serve OUT with `rimage serve --netboot OUT`.
+    ///
+    /// Example: rimage netboot build --kernel /boot/vmlinuz-6.1.0-56-amd64
+    /// --rimage target/x86_64-unknown-linux-musl/release/rimage --out /srv/rimage/netboot
+    Build {
+        /// The kernel, e.g. /boot/vmlinuz-6.1.0-56-amd64.
+        #[arg(long, value_name = "VMLINUZ")]
+        kernel: PathBuf,
+        /// Its modules directory (default: /lib/modules/VERSION, VERSION from the kernel's name).
+        #[arg(long, value_name = "DIR")]
+        modules: Option<PathBuf>,
+        /// Static busybox (Debian: busybox-static).
+        #[arg(long, value_name = "PATH", default_value = "/bin/busybox")]
+        busybox: PathBuf,
+        /// The static rimage to use as /init (default: this executable, if it is static; build
+        /// one with `cargo build --release --target x86_64-unknown-linux-musl`).
+        #[arg(long, value_name = "PATH")]
+        rimage: Option<PathBuf>,
+        /// Another kernel module to include (with its dependencies). Repeatable.
+        #[arg(long = "module", value_name = "NAME")]
+        modules_extra: Vec<String>,
+        /// Initramfs compression (default: zstd when the kernel's config-VERSION beside it
+        /// has CONFIG_RD_ZSTD, else gzip).
+        #[arg(long, value_enum)]
+        compression: Option<InitrdCompressionArg>,
+        /// Output directory (created; files in it are replaced).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Print a JSON summary.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Initramfs compression.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum InitrdCompressionArg {
+    /// zstd, level 19.
+    Zstd,
+    /// gzip, level 9.
+    Gzip,
 }
 
 /// What `rimage node` does.

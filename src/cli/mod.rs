@@ -291,6 +291,39 @@ pub fn try_main(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ok)
         }
+        Command::Netboot {
+            action:
+                args::NetbootAction::Build {
+                    kernel,
+                    modules,
+                    busybox,
+                    rimage,
+                    modules_extra,
+                    compression,
+                    out,
+                    json,
+                },
+        } => {
+            let rimage = match rimage {
+                Some(r) => r,
+                None => std::env::current_exe()?,
+            };
+            let opts = rimage::netboot::BuildOptions {
+                kernel,
+                modules,
+                busybox: Some(busybox),
+                rimage,
+                extra_modules: modules_extra,
+                compression: compression.map(|c| match c {
+                    args::InitrdCompressionArg::Zstd => rimage::netboot::InitrdCompression::Zstd,
+                    args::InitrdCompressionArg::Gzip => rimage::netboot::InitrdCompression::Gzip,
+                }),
+                out,
+            };
+            let report = rimage::netboot::build(&opts)?;
+            report::netboot_build(&report, json)?;
+            Ok(ok)
+        }
         Command::Agent {
             server,
             node,

@@ -756,6 +756,47 @@ pub fn disk_table(path: &Path, table: &rimage::disk::table::Table, json: bool) -
     Ok(())
 }
 
+/// What `netboot build` wrote.
+pub fn netboot_build(report: &rimage::netboot::BuildReport, json: bool) -> Result<()> {
+    if json {
+        return print_json(report, false);
+    }
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "{}: {}\n{}: {} ({}, {} unpacked)\nkernel + initrd: {}",
+        report.kernel.display(),
+        HumanBytes(report.kernel_bytes),
+        report.initrd.display(),
+        HumanBytes(report.initrd_bytes),
+        report.compression.as_str(),
+        HumanBytes(report.initrd_uncompressed),
+        HumanBytes(report.kernel_bytes + report.initrd_bytes),
+    )?;
+    writeln!(
+        out,
+        "{}: {}",
+        plural(report.modules.len() as u64, "module"),
+        report.modules.join(" ")
+    )?;
+    if !report.builtin.is_empty() {
+        writeln!(out, "built into the kernel: {}", report.builtin.join(" "))?;
+    }
+    if !report.missing.is_empty() {
+        writeln!(out, "not in this kernel: {}", report.missing.join(" "))?;
+    }
+    for s in &report.samples {
+        writeln!(out, "sample boot entry: {}", s.display())?;
+    }
+    if !report.stripped {
+        writeln!(
+            out,
+            "note: /init kept its debug information (install binutils for strip: a smaller initrd)"
+        )?;
+    }
+    Ok(())
+}
+
 /// `rimage agent`: how the job ended (it was reported to the service too).
 pub fn agent(outcome: &rimage::agent::JobOutcome, out: &Output) -> Result<()> {
     if out.json {
