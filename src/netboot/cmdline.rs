@@ -30,41 +30,8 @@ impl Mode {
     }
 }
 
-/// A MAC address (`52:54:00:12:34:56`; hyphens accepted).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Mac(pub [u8; 6]);
-
-impl std::fmt::Display for Mac {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
-    }
-}
-
-impl std::str::FromStr for Mac {
-    type Err = ();
-
-    fn from_str(s: &str) -> Result<Self, ()> {
-        let mut out = [0u8; 6];
-        let mut parts = s.split([':', '-']);
-        for byte in &mut out {
-            let p = parts.next().ok_or(())?;
-            // from_str_radix would take a sign ("+f").
-            if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(());
-            }
-            *byte = u8::from_str_radix(p, 16).map_err(|_| ())?;
-        }
-        if parts.next().is_some() {
-            return Err(());
-        }
-        Ok(Mac(out))
-    }
-}
+/// A MAC address: the service's type (`52:54:00:12:34:56`; hyphens accepted).
+pub use crate::serve::proto::Mac;
 
 /// A static IPv4 configuration, as iPXE had it from DHCP.
 #[derive(Clone, Debug, PartialEq, Eq)]
