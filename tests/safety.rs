@@ -439,6 +439,20 @@ fn counts_of_one_are_singular() {
     );
 }
 
+#[test]
+fn info_names_the_image_format_version() {
+    // The fuzz seeds hold an image of each version.
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/image");
+    for (seed, version) in [("ext", 2), ("ext-v1", 1)] {
+        let out = rimage(&[os("info"), seeds.join(seed).as_os_str()]);
+        let t = text(&out);
+        assert!(
+            out.status.success() && t.contains(&format!("format version {version},")),
+            "{seed}: {t}"
+        );
+    }
+}
+
 /// Starts `rimage args`, waits until `ready` holds (or a timeout), sends `signal`, and returns
 /// its output.
 fn interrupt(args: &[&std::ffi::OsStr], ready: impl Fn() -> bool, signal: i32) -> Output {

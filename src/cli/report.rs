@@ -408,8 +408,9 @@ pub fn image_info(path: &Path, info: &rimage::ImageInfo, json: bool) -> Result<(
     let mut out = io::stdout().lock();
     writeln!(
         out,
-        "{}: rimage image, format version 1, written by {}",
+        "{}: rimage image, format version {}, written by {}",
         path.display(),
+        h.version.number(),
         h.writer
     )?;
     writeln!(
