@@ -15,8 +15,8 @@ use byteorder::{ByteOrder, LittleEndian};
 use thiserror::Error;
 
 use super::{
-    Extent, ExtentIter, Family, FsInfo, FsState, FsType, Identity, ScanError, ScanOptions,
-    UsedBlocks, Uuid, label_text,
+    Coalesce, Extent, ExtentIter, Family, FsInfo, FsState, FsType, Identity, ScanError,
+    ScanOptions, UsedBlocks, Uuid, label_text,
 };
 use crate::source::ReadAt;
 
@@ -468,23 +468,28 @@ impl FatFs {
     }
 
     /// The used sectors, ascending, adjacent runs merged.
-    pub fn used_extents<'a, R: ReadAt + ?Sized>(&'a self, dev: &'a R) -> UsedSectors<'a, R> {
-        let g = &self.geometry;
-        UsedSectors {
-            fs: self,
-            dev,
-            // The reserved sectors, every FAT and the root directory.
-            pending: Some(Extent {
-                start: 0,
-                len: g.first_data_sector,
-            }),
-            next: 2,
-            buf: Vec::new(),
-            buf_first: 2,
-            buf_entries: 0,
-            tail_done: false,
-            failed: false,
-        }
+    pub fn used_extents<'a, R: ReadAt + ?Sized>(
+        &'a self,
+        dev: &'a R,
+    ) -> Coalesce<UsedSectors<'a, R>> {
+        // The reserved sectors, every FAT and the root directory.
+        let metadata = Extent {
+            start: 0,
+            len: self.geometry.first_data_sector,
+        };
+        Coalesce::new(
+            Some(metadata),
+            UsedSectors {
+                fs: self,
+                dev,
+                next: 2,
+                buf: Vec::new(),
+                buf_first: 2,
+                buf_entries: 0,
+                tail_done: false,
+                failed: false,
+            },
+        )
     }
 
     /// Reads the FAT entries from cluster `first` on into `buf`; returns how many it holds.
@@ -533,7 +538,6 @@ impl FatFs {
 pub struct UsedSectors<'a, R: ReadAt + ?Sized> {
     fs: &'a FatFs,
     dev: &'a R,
-    pending: Option<Extent>,
     /// Next cluster number to look at.
     next: u32,
     buf: Vec<u8>,
@@ -541,23 +545,6 @@ pub struct UsedSectors<'a, R: ReadAt + ?Sized> {
     buf_entries: u32,
     tail_done: bool,
     failed: bool,
-}
-
-impl<R: ReadAt + ?Sized> UsedSectors<'_, R> {
-    /// Adds an extent; returns the finished one when it does not extend the pending one.
-    fn push(&mut self, e: Extent) -> Option<Extent> {
-        match &mut self.pending {
-            Some(p) if p.end() == e.start => {
-                p.len += e.len;
-                None
-            }
-            Some(p) => Some(std::mem::replace(p, e)),
-            None => {
-                self.pending = Some(e);
-                None
-            }
-        }
-    }
 }
 
 impl<R: ReadAt + ?Sized> Iterator for UsedSectors<'_, R> {
@@ -605,9 +592,7 @@ impl<R: ReadAt + ?Sized> Iterator for UsedSectors<'_, R> {
                     start: g.first_data_sector + u64::from(run - 2) * spc,
                     len: u64::from(n - run) * spc,
                 };
-                if let Some(done) = self.push(e) {
-                    return Some(Ok(done));
-                }
+                return Some(Ok(e));
             }
         }
         if !self.tail_done {
@@ -615,16 +600,13 @@ impl<R: ReadAt + ?Sized> Iterator for UsedSectors<'_, R> {
             // Sectors past the last whole cluster belong to no cluster: kept.
             let data_end = g.first_data_sector + g.clusters * spc;
             if data_end < g.total_sectors {
-                let e = Extent {
+                return Some(Ok(Extent {
                     start: data_end,
                     len: g.total_sectors - data_end,
-                };
-                if let Some(done) = self.push(e) {
-                    return Some(Ok(done));
-                }
+                }));
             }
         }
-        self.pending.take().map(Ok)
+        None
     }
 }
 

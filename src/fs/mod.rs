@@ -37,6 +37,50 @@ impl Extent {
     }
 }
 
+/// Merges adjacent extents of an ascending, fallible extent iterator and stops after its first
+/// error. Each family reads its allocation map a piece at a time (a group's bitmap, an AG's
+/// btree, a window of the FAT); this joins runs across the pieces.
+pub struct Coalesce<I> {
+    inner: I,
+    pending: Option<Extent>,
+    failed: bool,
+}
+
+impl<I> Coalesce<I> {
+    /// Extents of `first` (when given) and then of `inner`.
+    pub fn new(first: Option<Extent>, inner: I) -> Self {
+        Self {
+            inner,
+            pending: first,
+            failed: false,
+        }
+    }
+}
+
+impl<I: Iterator<Item = Result<Extent, E>>, E> Iterator for Coalesce<I> {
+    type Item = Result<Extent, E>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            match self.inner.next() {
+                Some(Ok(e)) => match &mut self.pending {
+                    Some(p) if p.end() == e.start => p.len += e.len,
+                    Some(p) => return Some(Ok(std::mem::replace(p, e))),
+                    None => self.pending = Some(e),
+                },
+                Some(Err(e)) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+                None => return self.pending.take().map(Ok),
+            }
+        }
+    }
+}
+
 /// What a device holds, as far as rimage recognises it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FsType {

@@ -33,54 +33,25 @@ pub struct SetOptions {
     pub overwrite: bool,
 }
 
-/// A node as shown (no token).
+/// A node as shown: the node without its job token, which never leaves the state.
 #[derive(Clone, Debug, Serialize)]
-pub struct NodeView {
-    /// Name.
-    pub name: String,
-    /// Boot NIC.
-    pub mac: Mac,
-    /// Fixed address.
-    pub ip: Option<std::net::Ipv4Addr>,
-    /// Next boot.
-    pub mode: Mode,
-    /// Image.
-    pub image: Option<String>,
-    /// Post-restore command.
-    pub post_restore: Option<String>,
-    /// Not one-shot.
-    pub keep: bool,
-    /// Delta restore.
-    pub delta: bool,
-    /// Disk.
-    pub disk: Option<String>,
-    /// Save may overwrite.
-    pub overwrite: bool,
-    /// The current job's id.
-    pub job: Option<String>,
-    /// When the mode was set.
-    pub set_at: Option<String>,
-    /// The last job's outcome.
-    pub last: Option<LastResult>,
-}
+#[serde(transparent)]
+pub struct NodeView(Node);
 
 impl From<&Node> for NodeView {
     fn from(n: &Node) -> Self {
-        Self {
-            name: n.name.clone(),
-            mac: n.mac,
-            ip: n.ip,
-            mode: n.mode,
-            image: n.image.clone(),
-            post_restore: n.post_restore.clone(),
-            keep: n.keep,
-            delta: n.delta,
-            disk: n.disk.clone(),
-            overwrite: n.overwrite,
-            job: n.job.clone(),
-            set_at: n.set_at.clone(),
-            last: n.last.clone(),
-        }
+        Self(Node {
+            token: None,
+            ..n.clone()
+        })
+    }
+}
+
+impl std::ops::Deref for NodeView {
+    type Target = Node;
+
+    fn deref(&self) -> &Node {
+        &self.0
     }
 }
 

@@ -76,7 +76,9 @@ pub struct Node {
     pub disk: Option<String>,
     /// A save may replace an existing image.
     pub overwrite: bool,
-    /// The current job's token (secret; never shown by the API).
+    /// The current job's token (secret; never shown by the API: [`super::nodes::NodeView`]
+    /// leaves it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
     /// The current job's id.
     pub job: Option<String>,

@@ -19,8 +19,8 @@ use std::io;
 use thiserror::Error;
 
 use super::{
-    CrossCheck, Extent, ExtentIter, Family, FsInfo, FsState, Identity, ScanError, ScanOptions,
-    UsedBlocks, Uuid, label_text,
+    Coalesce, CrossCheck, Extent, ExtentIter, Family, FsInfo, FsState, Identity, ScanError,
+    ScanOptions, UsedBlocks, Uuid, label_text,
 };
 use crate::source::ReadAt;
 use group_desc::GroupDesc;
@@ -483,23 +483,28 @@ impl ExtFs {
     }
 
     /// The used blocks, in ascending order, adjacent runs merged (also across groups).
-    pub fn used_extents<'a, R: ReadAt + ?Sized>(&'a self, dev: &'a R) -> UsedExtents<'a, R> {
+    pub fn used_extents<'a, R: ReadAt + ?Sized>(
+        &'a self,
+        dev: &'a R,
+    ) -> Coalesce<UsedExtents<'a, R>> {
         // Block 0 of a 1 KiB-block filesystem lies before group 0 and is in no bitmap; it holds
         // the boot sector, so it is always copied.
-        let pending = (self.layout.first_data_block > 0).then_some(Extent {
+        let block0 = (self.layout.first_data_block > 0).then_some(Extent {
             start: 0,
             len: self.layout.first_data_block,
         });
-        UsedExtents {
-            fs: self,
-            dev,
-            next_group: 0,
-            queue: Vec::new(),
-            queue_pos: 0,
-            pending,
-            bitmap: vec![0; self.layout.block_size as usize],
-            failed: false,
-        }
+        Coalesce::new(
+            block0,
+            UsedExtents {
+                fs: self,
+                dev,
+                next_group: 0,
+                queue: Vec::new(),
+                queue_pos: 0,
+                bitmap: vec![0; self.layout.block_size as usize],
+                failed: false,
+            },
+        )
     }
 
     /// Reads the block bitmap of `group` into `bitmap` (all zeros for a trusted `BLOCK_UNINIT`
@@ -747,15 +752,14 @@ fn merge_sorted(v: Vec<Extent>) -> Vec<Extent> {
     merged
 }
 
-/// Iterator over the used extents of an ext filesystem, one group's bitmap at a time.
+/// Iterator over the used extents of an ext filesystem, one group's bitmap at a time (merged
+/// across groups by [`Coalesce`]).
 pub struct UsedExtents<'a, R: ReadAt + ?Sized> {
     fs: &'a ExtFs,
     dev: &'a R,
     next_group: u32,
     queue: Vec<Extent>,
     queue_pos: usize,
-    /// The extent being grown; it is emitted once the next one is not adjacent.
-    pending: Option<Extent>,
     bitmap: Vec<u8>,
     failed: bool,
 }
@@ -770,15 +774,10 @@ impl<R: ReadAt + ?Sized> Iterator for UsedExtents<'_, R> {
         loop {
             if let Some(&e) = self.queue.get(self.queue_pos) {
                 self.queue_pos += 1;
-                match &mut self.pending {
-                    Some(p) if p.start + p.len == e.start => p.len += e.len,
-                    Some(p) => return Some(Ok(std::mem::replace(p, e))),
-                    None => self.pending = Some(e),
-                }
-                continue;
+                return Some(Ok(e));
             }
             if self.next_group >= self.fs.layout.group_count {
-                return self.pending.take().map(Ok);
+                return None;
             }
             self.queue.clear();
             self.queue_pos = 0;

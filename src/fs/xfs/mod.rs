@@ -23,8 +23,8 @@ use std::sync::Mutex;
 use thiserror::Error;
 
 use super::{
-    Extent, ExtentIter, Family, FsInfo, FsState, FsType, Identity, ScanError, ScanOptions,
-    UsedBlocks, Uuid, label_text,
+    Coalesce, Extent, ExtentIter, Family, FsInfo, FsState, FsType, Identity, ScanError,
+    ScanOptions, UsedBlocks, Uuid, label_text,
 };
 use crate::source::ReadAt;
 use ag::{AGF_SECTOR, AGFL_SECTOR, Agf};
@@ -354,15 +354,20 @@ impl XfsFs {
 
     /// The used blocks in ascending order, adjacent runs merged (also across AGs), one AG's
     /// free-space btree at a time.
-    pub fn used_extents<'a, R: ReadAt + ?Sized>(&'a self, dev: &'a R) -> UsedExtents<'a, R> {
-        UsedExtents {
-            fs: self,
-            dev,
-            next_ag: 0,
-            cur: None,
-            pending: None,
-            failed: false,
-        }
+    pub fn used_extents<'a, R: ReadAt + ?Sized>(
+        &'a self,
+        dev: &'a R,
+    ) -> Coalesce<UsedExtents<'a, R>> {
+        Coalesce::new(
+            None,
+            UsedExtents {
+                fs: self,
+                dev,
+                next_ag: 0,
+                cur: None,
+                failed: false,
+            },
+        )
     }
 
     /// Blocks of AG `ag` that are used whatever its free-space btree says (AG-relative,
@@ -572,14 +577,13 @@ struct AgWalk {
     done: bool,
 }
 
-/// Iterator over the used extents of an XFS filesystem, one AG at a time.
+/// Iterator over the used extents of an XFS filesystem, one AG at a time (merged across AGs
+/// by [`Coalesce`]).
 pub struct UsedExtents<'a, R: ReadAt + ?Sized> {
     fs: &'a XfsFs,
     dev: &'a R,
     next_ag: u32,
     cur: Option<AgWalk>,
-    /// The extent being grown; it is emitted once the next one is not adjacent.
-    pending: Option<Extent>,
     failed: bool,
 }
 
@@ -594,16 +598,10 @@ impl<R: ReadAt + ?Sized> Iterator for UsedExtents<'_, R> {
             if let Some(w) = &mut self.cur {
                 if let Some(&e) = w.out.get(w.out_at) {
                     w.out_at += 1;
-                    let e = Extent {
+                    return Some(Ok(Extent {
                         start: w.base + e.start,
                         len: e.len,
-                    };
-                    match &mut self.pending {
-                        Some(p) if p.end() == e.start => p.len += e.len,
-                        Some(p) => return Some(Ok(std::mem::replace(p, e))),
-                        None => self.pending = Some(e),
-                    }
-                    continue;
+                    }));
                 }
                 match self.fs.advance(self.dev, w) {
                     Ok(true) => continue,
@@ -615,7 +613,7 @@ impl<R: ReadAt + ?Sized> Iterator for UsedExtents<'_, R> {
                 }
             }
             if self.next_ag >= self.fs.sb.agcount {
-                return self.pending.take().map(Ok);
+                return None;
             }
             let ag = self.next_ag;
             self.next_ag += 1;
