@@ -698,18 +698,7 @@ fn clonezilla_roundtrip(layout: &str) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let disk = d.join("disk.img");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(160 << 20)
-        .unwrap();
-    let mut sf = Command::new("sfdisk")
-        .arg("-q")
-        .arg(&disk)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(sf.stdin.as_mut().unwrap(), layout.as_bytes()).unwrap();
-    assert!(sf.wait().unwrap().success());
+    common::partitioned_file(&disk, 160 << 20, layout);
     let src = common::LoopDev::with_partitions(&disk).expect("a loop device");
     let tree = d.join("tree");
     common::tree::populate(&tree, 11);
@@ -822,22 +811,11 @@ fn clonezilla_roundtrip(layout: &str) {
 /// partition imaged by partclone, swap described, a stray file): no root needed.
 fn synthetic_clonezilla(d: &Path) -> PathBuf {
     let disk = d.join("disk.img");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(64 << 20)
-        .unwrap();
-    let mut sf = Command::new("sfdisk")
-        .arg("-q")
-        .arg(&disk)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(
-        sf.stdin.as_mut().unwrap(),
-        b"label: gpt\nsize=40MiB, type=L\nsize=8MiB, type=S\n",
-    )
-    .unwrap();
-    assert!(sf.wait().unwrap().success());
+    common::partitioned_file(
+        &disk,
+        64 << 20,
+        "label: gpt\nsize=40MiB, type=L\nsize=8MiB, type=S\n",
+    );
     let cz = d.join("cz");
     std::fs::create_dir(&cz).unwrap();
     let gpt = std::fs::read(&disk).unwrap();

@@ -913,24 +913,7 @@ fn save_disk_records_xfs_and_vfat() {
     }
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("disk.img");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(160 << 20)
-        .unwrap();
-    let mut sfdisk = Command::new("sfdisk")
-        .arg("-q")
-        .arg(&disk)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    sfdisk
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"label: gpt\n,40M,U\n,,L\n")
-        .unwrap();
-    assert!(sfdisk.wait().unwrap().success());
+    common::partitioned_file(&disk, 160 << 20, "label: gpt\n,40M,U\n,,L\n");
     let Some(a) = common::LoopDev::with_partitions(&disk) else {
         eprintln!("SKIP save_disk: no loop devices with partitions");
         return;

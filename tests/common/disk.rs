@@ -64,29 +64,12 @@ pub fn blkid(node: &Path) -> BTreeMap<String, String> {
 
 pub fn make_source_disk(dir: &Path, label: &str, vfat_boot: bool) -> (PathBuf, LoopDev) {
     let img = dir.join("source-disk.img");
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(300 << 20)
-        .unwrap();
     let script = if label == "gpt" {
         "label: gpt\n,32M,L\n,160M,L\n,16M,S\n,,L\n"
     } else {
         "label: dos\n,32M,83,*\n,160M,83\n,16M,82\n,,83\n"
     };
-    let mut sfdisk = Command::new("sfdisk")
-        .arg("-q")
-        .arg(&img)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    sfdisk
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    assert!(sfdisk.wait().unwrap().success());
+    super::partitioned_file(&img, 300 << 20, script);
     let lo = LoopDev::with_partitions(&img).expect("loop device");
 
     // /boot

@@ -617,3 +617,25 @@ pub fn save_with(src: &Path, image: &Path, opts: &rimage::SaveOptions) -> rimage
     )
     .unwrap()
 }
+
+/// Creates a sparse file of `bytes` and partitions it with `sfdisk -q`, reading `script`.
+pub fn partitioned_file(path: &Path, bytes: u64, script: &str) {
+    File::create(path).unwrap().set_len(bytes).unwrap();
+    let mut sfdisk = Command::new("sfdisk")
+        .arg("-q")
+        .arg(path)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    sfdisk
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(
+        sfdisk.wait().unwrap().success(),
+        "sfdisk {}",
+        path.display()
+    );
+}
