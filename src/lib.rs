@@ -46,6 +46,9 @@ pub use save::{Destination, SaveOptions, SaveReport, save};
 pub use transport::ImageSource;
 pub use verify::{VerifyReport, verify};
 
+/// What images and manifests name as their writer.
+pub const WRITER: &str = concat!("rimage ", env!("CARGO_PKG_VERSION"));
+
 /// "1 chunk", "2 chunks", "3 entries": a count with its noun (regular English plurals).
 pub fn plural(n: u64, noun: &str) -> String {
     if n == 1 {

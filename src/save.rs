@@ -350,12 +350,10 @@ fn make_header(info: &FsInfo, dev: &Device, opts: &SaveOptions, flags: u32) -> H
         },
         uuid: info.uuid.unwrap_or_default(),
         label: info.label.clone(),
-        created: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64),
+        created: crate::image::header::now(),
         level: opts.level,
         flags,
-        writer: concat!("rimage ", env!("CARGO_PKG_VERSION")).to_string(),
+        writer: crate::WRITER.to_string(),
     }
 }
 

@@ -184,7 +184,7 @@ fn save_disk_impl(
         format: manifest::FORMAT.into(),
         version: manifest::Version::V1,
         created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        writer: concat!("rimage ", env!("CARGO_PKG_VERSION")).into(),
+        writer: crate::WRITER.into(),
         source: disk.display().to_string(),
         disk_bytes: dev.size_bytes(),
         boot_area: Some(BOOT_AREA.into()),

@@ -33,6 +33,13 @@ const CRC: usize = 508;
 /// Header flag: the source was not clean and was saved with `--force`.
 pub const FLAG_FORCED_UNCLEAN: u32 = 1;
 
+/// Seconds since the epoch now, as the header's `created` holds it.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// Image format versions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Version {

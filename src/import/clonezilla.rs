@@ -797,7 +797,7 @@ pub fn import_dir(
         format: manifest::FORMAT.into(),
         version: manifest::Version::V1,
         created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        writer: concat!("rimage ", env!("CARGO_PKG_VERSION")).into(),
+        writer: crate::WRITER.into(),
         source: format!("Clonezilla image {} (disk {})", dir.display(), plan.disk),
         disk_bytes: plan.disk_bytes,
         boot_area: Some(BOOT_AREA.into()),

@@ -231,12 +231,10 @@ fn from_partclone<R: Read>(
         source_size: desc.fs_bytes(),
         uuid: info.uuid.unwrap_or_default(),
         label: info.label.clone(),
-        created: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64),
+        created: crate::image::header::now(),
         level: opts.level,
         flags: 0,
-        writer: concat!("rimage ", env!("CARGO_PKG_VERSION")).to_string(),
+        writer: crate::WRITER.to_string(),
     };
     let used = PartcloneUsed {
         bitmap: Arc::clone(&bitmap),

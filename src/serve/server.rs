@@ -376,10 +376,12 @@ fn rows(app: &App, nodes: Vec<NodeView>) -> Vec<NodeRow> {
         .collect()
 }
 
-async fn nodes_json(State(app): State<Shared>) -> Result<Response, ApiError> {
+/// Every node with its live job, and the recent events: what the list and the dashboard show.
+async fn snapshot(app: &Shared) -> Result<(Vec<NodeRow>, Vec<EventView>), ApiError> {
     let sd = app.sd.clone();
     let nodes = blocking(move || nodes::list(&sd)).await?;
-    let events: Vec<EventView> = app
+    let rows = rows(app, nodes);
+    let events = app
         .live
         .lock()
         .expect("live lock")
@@ -387,10 +389,12 @@ async fn nodes_json(State(app): State<Shared>) -> Result<Response, ApiError> {
         .iter()
         .cloned()
         .collect();
-    Ok(
-        axum::Json(serde_json::json!({"nodes": rows(&app, nodes), "events": events}))
-            .into_response(),
-    )
+    Ok((rows, events))
+}
+
+async fn nodes_json(State(app): State<Shared>) -> Result<Response, ApiError> {
+    let (rows, events) = snapshot(&app).await?;
+    Ok(axum::Json(serde_json::json!({"nodes": rows, "events": events})).into_response())
 }
 
 async fn images_json(State(app): State<Shared>) -> Result<Response, ApiError> {
@@ -788,17 +792,7 @@ fn commit_upload(
 }
 
 async fn dashboard(State(app): State<Shared>) -> Result<Response, ApiError> {
-    let sd = app.sd.clone();
-    let nodes = blocking(move || nodes::list(&sd)).await?;
-    let rows = rows(&app, nodes);
-    let events: Vec<EventView> = app
-        .live
-        .lock()
-        .expect("live lock")
-        .events
-        .iter()
-        .cloned()
-        .collect();
+    let (rows, events) = snapshot(&app).await?;
     Ok(Html(super::dashboard::page(
         &rows_json(&rows),
         &events_json(&events),
