@@ -114,12 +114,7 @@ impl Image {
     /// # Errors
     /// A stream that ends inside the header, or a header that is not a valid image's.
     pub fn stream(name: &Path, stream: Stream) -> Result<Self, Error> {
-        let reader = StreamReader::new(stream).map_err(|e| Error::stream(name, e))?;
-        Ok(Self {
-            name: name.to_path_buf(),
-            header: reader.header().clone(),
-            body: Body::Stream(reader),
-        })
+        Self::from_stream(name, StreamReader::new(stream))
     }
 
     /// Opens an image inside a larger stream (a disk stream): reading stops at its trailer.
@@ -127,7 +122,14 @@ impl Image {
     /// # Errors
     /// As [`Image::stream`].
     pub fn stream_embedded(name: &Path, stream: Stream) -> Result<Self, Error> {
-        let reader = StreamReader::new_embedded(stream).map_err(|e| Error::stream(name, e))?;
+        Self::from_stream(name, StreamReader::new_embedded(stream))
+    }
+
+    fn from_stream(
+        name: &Path,
+        reader: Result<StreamReader<Stream>, crate::image::stream::StreamError>,
+    ) -> Result<Self, Error> {
+        let reader = reader.map_err(|e| Error::stream(name, e))?;
         Ok(Self {
             name: name.to_path_buf(),
             header: reader.header().clone(),
