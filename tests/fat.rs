@@ -12,7 +12,7 @@ use common::{have, run, tree};
 use rimage::fs::fat::{FatError, FatFs, FatKind};
 use rimage::fs::{FsType, ScanError, ScanOptions};
 use rimage::image::Unstored;
-use rimage::{FreeSpace, ImageSource, NoProgress, RestoreOptions, SaveOptions};
+use rimage::{ImageSource, NoProgress, RestoreOptions, SaveOptions};
 use tempfile::TempDir;
 
 struct FatCase {
@@ -268,17 +268,7 @@ fn check_case(case: &FatCase) {
     assert_eq!(report.header.block_size, 512);
     assert_eq!(report.stored_blocks, used);
     let target = dir.path().join("restored.fat");
-    common::pattern_file(&target, case.mib << 20);
-    rimage::restore(
-        &ImageSource::File(image.clone()),
-        &target,
-        &RestoreOptions {
-            free_space: FreeSpace::Leave,
-            ..RestoreOptions::default()
-        },
-        &NoProgress,
-    )
-    .unwrap();
+    common::restore_onto_pattern(&image, &target, case.mib << 20);
     common::assert_blocks_equal(&img, &target, &extents, 512);
     let r = fsck_fat(&target);
     assert_eq!(r["used"], f["used"]);

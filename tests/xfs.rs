@@ -14,7 +14,7 @@ use rimage::fs::xfs::superblock::metadata_crc;
 use rimage::fs::xfs::{XfsError, XfsFs};
 use rimage::fs::{Extent, FsType, ScanError, ScanOptions};
 use rimage::image::Unstored;
-use rimage::{FreeSpace, ImageSource, NoProgress, RestoreOptions, SaveOptions};
+use rimage::{NoProgress, SaveOptions};
 use tempfile::TempDir;
 
 /// One filesystem of the matrix.
@@ -397,17 +397,7 @@ fn check_case(case: &XfsCase) {
     assert_eq!(report.header.used_blocks, used);
     assert_eq!(report.stored_blocks, used);
     let target = dir.path().join("restored.xfs");
-    common::pattern_file(&target, case.mib << 20);
-    rimage::restore(
-        &ImageSource::File(image.clone()),
-        &target,
-        &RestoreOptions {
-            free_space: FreeSpace::Leave,
-            ..RestoreOptions::default()
-        },
-        &NoProgress,
-    )
-    .unwrap();
+    common::restore_onto_pattern(&image, &target, case.mib << 20);
     common::assert_blocks_equal(&img, &target, &extents, fs.block_size());
     run(Command::new("xfs_repair").arg("-n").arg(&target));
     // v4 cannot be mounted here: every used block being identical (above) is the check.

@@ -639,3 +639,19 @@ pub fn partitioned_file(path: &Path, bytes: u64, script: &str) {
         path.display()
     );
 }
+
+/// Fills `target` (`bytes` long) with a pattern, then restores `image` onto it leaving free
+/// space as it is: blocks the image does not store keep the pattern, so a missing block shows.
+pub fn restore_onto_pattern(image: &Path, target: &Path, bytes: u64) {
+    pattern_file(target, bytes);
+    rimage::restore(
+        &rimage::ImageSource::File(image.to_path_buf()),
+        target,
+        &rimage::RestoreOptions {
+            free_space: rimage::FreeSpace::Leave,
+            ..rimage::RestoreOptions::default()
+        },
+        &rimage::progress::NoProgress,
+    )
+    .unwrap();
+}
